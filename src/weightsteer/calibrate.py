@@ -1,0 +1,203 @@
+"""Iso-KL calibration: the coefficient at which a steering method moves the model a fixed KL away.
+
+The statistic (kl_p95): for each calibration question, rendered plainly (chat.messages(q), the
+model's default system prompt, for every method alike), the steered model greedily writes T tokens;
+then the steered model (inside method.apply) and the base model (outside) are both teacher-forced
+on those same tokens, so both distributions at each generated position condition on identical
+contexts. The per-token KL(steered || base) over the full vocabulary, in float32, is pooled over
+questions x positions and its 95th percentile is the statistic. Positions after the first EOS are
+dropped (the position that produced the EOS is kept). Prompt baselines have no coefficient and
+are not calibrated.
+
+The search (calibrate) finds |alpha| for one sign with |kl - target| <= tol * target. The tolerance
+is relative, because targets range over orders of magnitude and a fixed absolute tolerance would be
+loose for small targets and needlessly tight for large ones. It brackets the target by doubling or
+halving |alpha| from `start`, then refines on log|alpha| vs log KL (near zero KL grows as a power
+of alpha, so it is close to a straight line there) with Illinois-modified regula falsi, falling
+back to bisection when the secant point is not well inside the bracket. It never returns a wrong
+alpha silently: without convergence it returns converged=False, the best point seen and a reason.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import chat
+from .atomic import write_json
+from .behaviours import calibration_questions
+from .errors import WeightsteerError
+from .methods import SteeringMethod
+
+BATCH_SIZE = 8
+FORMAT = "weightsteer.calibration/1"
+STRATEGIES = ("illinois", "bisection")
+
+
+@dataclass
+class CalibrationResult:
+    coef: float  # signed coefficient: sign * alpha
+    kl: float  # kl_p95 measured at coef
+    iterations: int  # steered evaluations used
+    converged: bool
+    history: list[tuple[float, float]] = field(default_factory=list)  # (coef, kl) in evaluation order
+    target: float = math.nan
+    reason: str = ""
+
+
+# ---- the statistic ----------------------------------------------------------------------------
+
+def encode_prompts(tokenizer, questions: list[str], device) -> list:
+    """Left-padded batches of the plain calibration prompts; reused across a whole search."""
+    texts = [chat.render(tokenizer, chat.messages(q)) for q in questions]
+    return [chat.encode(tokenizer, texts[i:i + BATCH_SIZE], device) for i in range(0, len(texts), BATCH_SIZE)]
+
+
+def eos_ids(model, tokenizer) -> list[int]:
+    """The tokens generation stops on."""
+    eos = model.generation_config.eos_token_id
+    eos = tokenizer.eos_token_id if eos is None else eos
+    return [eos] if isinstance(eos, int) else list(eos)
+
+
+def forced_logprobs(model, prompt_mask: torch.Tensor, sequences: torch.Tensor) -> torch.Tensor:
+    """(batch, n_generated, vocab) float32 log-probabilities at the positions that produced each
+    generated token, from one teacher-forced pass over prompt + generated tokens."""
+    n = sequences.shape[1] - prompt_mask.shape[1]
+    mask = torch.cat([prompt_mask, prompt_mask.new_ones(len(sequences), n)], 1)
+    positions = (mask.cumsum(-1) - 1).clamp_min(0)  # left padding: every row starts at position 0
+    logits = model(input_ids=sequences, attention_mask=mask, position_ids=positions, use_cache=False,
+                   logits_to_keep=n + 1).logits[:, :-1]
+    return logits.float().log_softmax(-1)
+
+
+@torch.no_grad()
+def token_kls(model, tokenizer, method: SteeringMethod, coef: float, batches: list, T: int) -> torch.Tensor:
+    """KL(steered || base) at every generated position before or at the first EOS, flattened."""
+    stops = torch.tensor(eos_ids(model, tokenizer), device=model.device)
+    kls = []
+    for batch in batches:
+        with method.apply(model, coef):
+            sequences = model.generate(**batch, max_new_tokens=T, do_sample=False, num_beams=1,
+                                       pad_token_id=tokenizer.pad_token_id)
+            steered = forced_logprobs(model, batch["attention_mask"], sequences)
+        base = forced_logprobs(model, batch["attention_mask"], sequences)
+        kl = (steered.exp() * (steered - base)).sum(-1)
+        is_eos = torch.isin(sequences[:, batch["input_ids"].shape[1]:], stops).int()
+        kls.append(kl[(is_eos.cumsum(1) - is_eos) == 0])  # no EOS before this position
+    return torch.cat(kls)
+
+
+def kl_p95(model, tokenizer, method: SteeringMethod, coef: float, prompts: list[str] | None = None,
+           T: int = 20) -> float:
+    """The 95th percentile of per-token KL(steered || base) over prompts x generated positions."""
+    batches = encode_prompts(tokenizer, calibration_questions() if prompts is None else prompts, model.device)
+    return p95(token_kls(model, tokenizer, method, coef, batches, T))
+
+
+def p95(values: torch.Tensor) -> float:
+    return float(np.percentile(values.cpu().numpy(), 95))
+
+
+# ---- the search -------------------------------------------------------------------------------
+
+def search(kl_of: Callable[[float], float], target: float, tol: float = 0.05, sign: int = 1,
+           start: float = 1.0, max_iter: int = 12, strategy: str = "illinois") -> CalibrationResult:
+    """Find coef = sign * alpha with |kl_of(coef) - target| <= tol * target, in at most max_iter calls.
+
+    A NaN or infinite KL (a model pushed until it breaks) counts as above the target.
+    """
+    if strategy not in STRATEGIES:
+        raise WeightsteerError(f"unknown calibration strategy '{strategy}': choose one of {', '.join(STRATEGIES)}")
+    if target <= 0 or tol <= 0 or start <= 0 or max_iter < 1 or sign not in (1, -1):
+        raise WeightsteerError("calibration needs target > 0, tol > 0, start > 0, max_iter >= 1 and sign +1 or -1")
+    history: list[tuple[float, float]] = []
+
+    def evaluate(alpha: float) -> tuple[float, float]:
+        """(log alpha, log(KL / target)): the second is negative below the target, positive above."""
+        kl = float(kl_of(sign * alpha))
+        history.append((sign * alpha, kl))
+        return math.log(alpha), (math.log(kl / target) if 0 < kl < math.inf else -math.inf if kl == 0 else math.inf)
+
+    def finish(converged: bool, reason: str) -> CalibrationResult:
+        finite = [h for h in history if math.isfinite(h[1])] or history
+        coef, kl = min(finite, key=lambda h: abs(h[1] - target))
+        return CalibrationResult(coef, kl, len(history), converged, history, target, reason)
+
+    def hit() -> bool:
+        return abs(history[-1][1] - target) <= tol * target
+
+    alpha = start
+    point = evaluate(alpha)
+    factor = 2.0 if point[1] < 0 else 0.5
+    previous = point
+    while not hit() and (point[1] < 0) == (factor > 1):
+        if len(history) >= max_iter:
+            side = "below" if point[1] < 0 else "above"
+            return finish(False, f"KL stayed {side} the target {target:g} for |alpha| from {start:g} to "
+                                 f"{alpha:.4g} (saturating or not monotone): no bracket")
+        previous, alpha = point, alpha * factor
+        point = evaluate(alpha)
+    if hit():
+        return finish(True, "converged")
+    lo, hi = (previous, point) if point[1] > 0 else (point, previous)
+    kept = None  # the side replaced last; a second replacement of the same side halves the other's f
+    while len(history) < max_iter:
+        (x_lo, f_lo), (x_hi, f_hi) = lo, hi
+        x = (x_lo + x_hi) / 2
+        if strategy == "illinois" and math.isfinite(f_lo) and math.isfinite(f_hi):
+            secant = (x_lo * f_hi - x_hi * f_lo) / (f_hi - f_lo)
+            margin = 0.01 * abs(x_hi - x_lo)
+            if min(x_lo, x_hi) + margin < secant < max(x_lo, x_hi) - margin:
+                x = secant
+        point = evaluate(math.exp(x))
+        if hit():
+            return finish(True, "converged")
+        if point[1] < 0:
+            if kept == "lo":
+                hi = (x_hi, f_hi / 2)
+            lo, kept = point, "lo"
+        else:
+            if kept == "hi":
+                lo = (x_lo, f_lo / 2)
+            hi, kept = point, "hi"
+    return finish(False, f"max_iter={max_iter} evaluations used; target bracketed between |alpha| "
+                         f"{math.exp(min(lo[0], hi[0])):.4g} and {math.exp(max(lo[0], hi[0])):.4g}")
+
+
+def calibrate(model, tokenizer, method: SteeringMethod, target: float = 1.0, tol: float = 0.05, sign: int = 1,
+              start: float = 1.0, max_iter: int = 12, prompts: list[str] | None = None, T: int = 20,
+              strategy: str = "illinois") -> CalibrationResult:
+    """The coefficient of one sign at which kl_p95 equals the target (see the module docstring)."""
+    if not method.has_coefficient:
+        raise WeightsteerError(f"'{method.name}' has no coefficient to calibrate")
+    batches = encode_prompts(tokenizer, calibration_questions() if prompts is None else prompts, model.device)
+
+    def kl_of(coef: float) -> float:
+        return p95(token_kls(model, tokenizer, method, coef, batches, T))
+
+    return search(kl_of, target, tol, sign, start, max_iter, strategy)
+
+
+# ---- files ------------------------------------------------------------------------------------
+
+def save_calibration(path, results: dict[str, CalibrationResult]) -> None:
+    write_json(path, {"format": FORMAT, "results": {key: asdict(r) for key, r in results.items()}})
+
+
+def load_calibration(path) -> dict[str, CalibrationResult]:
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise WeightsteerError(f"cannot read calibration results '{path}' ({err}): recalibrate") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise WeightsteerError(f"'{path}' is not a weightsteer calibration file: recalibrate")
+    results = {key: CalibrationResult(**value) for key, value in data["results"].items()}
+    return {key: replace(r, history=[tuple(h) for h in r.history]) for key, r in results.items()}

@@ -1,0 +1,116 @@
+"""Per-module weight differences between two PEFT adapters of the same type and targets.
+
+Low-rank types (lora, pissa, delora) are read as factors. The others (dora, oft, ia3) are merged
+module by module with PEFT's own merge into a scratch copy of that one weight, so the result is
+exactly what merge_and_unload would give, without ever holding a merged copy of the model.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from peft import PeftModel
+from peft.tuners.tuners_utils import BaseTunerLayer
+
+from .delta import LowRank, Part
+from .errors import WeightsteerError
+
+
+def adapter_method(adapter_dir: Path) -> tuple[str, dict]:
+    """The weightsteer method name of a saved PEFT adapter, and its config."""
+    config_file = adapter_dir / "adapter_config.json"
+    if not config_file.is_file():
+        raise WeightsteerError(f"'{adapter_dir}' is not a PEFT adapter folder (no adapter_config.json)")
+    config = json.loads(config_file.read_text())
+    peft_type = config.get("peft_type", "")
+    if peft_type == "LORA":
+        init = config.get("init_lora_weights")
+        if config.get("use_dora"):
+            return "dora", config
+        return ("pissa" if isinstance(init, str) and init.startswith("pissa") else "lora"), config
+    kinds = {"DELORA": "delora", "OFT": "oft", "IA3": "ia3"}
+    if peft_type not in kinds:
+        raise WeightsteerError(f"'{adapter_dir}' is a {peft_type or 'unknown'} adapter: weightsteer supports "
+                               "lora, dora, pissa, delora, oft and ia3")
+    return kinds[peft_type], config
+
+
+def extract_parts(model, pos_dir: Path, neg_dir: Path) -> tuple[dict[str, Part], str]:
+    method, pos_config = adapter_method(pos_dir)
+    neg_method, neg_config = adapter_method(neg_dir)
+    if method != neg_method or sorted(pos_config["target_modules"]) != sorted(neg_config["target_modules"]):
+        raise WeightsteerError(f"'{pos_dir}' and '{neg_dir}' are not a pair: they differ in adapter type "
+                               "or target modules")
+    # PiSSA rewrites the base weights when an adapter is loaded; keep the originals to put back.
+    originals = {n: p.detach().clone() for n, p in model.named_parameters()
+                 if n.removesuffix(".weight") in _target_names(model, pos_config)}
+    peft_model = PeftModel.from_pretrained(model, str(pos_dir), adapter_name="pos")
+    try:
+        peft_model.load_adapter(str(neg_dir), adapter_name="neg")
+        parts = {}
+        for name, module in model.named_modules():
+            if isinstance(module, BaseTunerLayer) and "pos" in _adapter_names(module):
+                parts[f"{name}.weight"] = _module_delta(module, method)
+    finally:
+        peft_model.unload()
+        params = dict(model.named_parameters())
+        with torch.no_grad():
+            for name, value in originals.items():
+                params[name].copy_(value)
+    if not parts:
+        raise WeightsteerError(f"the adapters in '{pos_dir}' target no module of this model")
+    return parts, method
+
+
+def _target_names(model, config: dict) -> set[str]:
+    targets = config["target_modules"]
+    if isinstance(targets, str):  # a regex; PiSSA adapters made here always list full names
+        import re
+
+        return {n for n, _ in model.named_modules() if re.fullmatch(targets, n)}
+    return {n for n, _ in model.named_modules() if any(n == t or n.endswith("." + t) for t in targets)}
+
+
+def _adapter_names(module: BaseTunerLayer) -> set[str]:
+    return {name for attr in module.adapter_layer_names for name in getattr(module, attr).keys()}
+
+
+@torch.no_grad()
+def _module_delta(layer: BaseTunerLayer, method: str) -> Part:
+    if method in ("lora", "pissa"):
+        pos, neg = _lora_factors(layer, "pos"), _lora_factors(layer, "neg")
+    elif method == "delora":
+        pos, neg = _delora_factors(layer, "pos"), _delora_factors(layer, "neg")
+    else:
+        return _merged_weight(layer, "pos") - _merged_weight(layer, "neg")
+    # B_pos A_pos - B_neg A_neg = [B_pos, -B_neg] @ [A_pos; A_neg]
+    return LowRank(torch.cat([pos.B, -neg.B], 1), torch.cat([pos.A, neg.A], 0))
+
+
+def _lora_factors(layer, adapter: str) -> LowRank:
+    B = layer.lora_B[adapter].weight.float() * layer.scaling[adapter]
+    return LowRank(B, layer.lora_A[adapter].weight.float())
+
+
+def _delora_factors(layer, adapter: str) -> LowRank:
+    # DeLoRA: dW = B diag(lambda / r / (|A_i| |B^i|)) A, then each input column scaled by |W_col|.
+    A = layer.delora_A[adapter].float()
+    B = layer.delora_B[adapter].float()
+    lam = layer.delora_lambda[adapter].float()
+    scale = lam / layer.r[adapter] / (A.norm(dim=1).clamp(min=1e-4) * B.norm(dim=0).clamp(min=1e-4))
+    return LowRank(B * scale, A * layer.delora_w_norm[adapter].float().unsqueeze(0))
+
+
+def _merged_weight(layer: BaseTunerLayer, adapter: str) -> torch.Tensor:
+    """PEFT's own merge of one adapter, done on a scratch copy of this module's weight."""
+    base = layer.get_base_layer()
+    original = base.weight.data
+    base.weight.data = original.clone()
+    try:
+        layer.merge(adapter_names=[adapter])
+        return base.weight.data.float().clone()
+    finally:
+        base.weight.data = original
+        layer.merged_adapters.clear()

