@@ -4,5 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-.venv/bin/weightsteer run --behavior mood --adapter lora "$@"
-.venv/bin/weightsteer run --behavior honesty --adapter lora "$@"
+.venv/bin/weightsteer run --behavior mood --adapter lora --max-new-tokens 64 --target-kl 1 "$@"
+.venv/bin/weightsteer run --behavior honesty --adapter lora --max-new-tokens 64 --target-kl 1 "$@"

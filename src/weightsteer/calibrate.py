@@ -35,7 +35,7 @@ from .behaviours import calibration_questions
 from .errors import WeightsteerError
 from .methods import SteeringMethod
 
-BATCH_SIZE = 8
+BATCH_SIZE = 16  # fastest on 2 CPU cores for the embedded model (8: 1.4x slower, 40: 1.4x slower)
 FORMAT = "weightsteer.calibration/1"
 STRATEGIES = ("illinois", "bisection")
 
@@ -88,7 +88,8 @@ def token_kls(model, tokenizer, method: SteeringMethod, coef: float, batches: li
                                        pad_token_id=tokenizer.pad_token_id)
             steered = forced_logprobs(model, batch["attention_mask"], sequences)
         base = forced_logprobs(model, batch["attention_mask"], sequences)
-        kl = (steered.exp() * (steered - base)).sum(-1)
+        p = steered.exp()
+        kl = torch.where(p > 0, p * (steered - base), 0.0).sum(-1)  # 0 * log 0 = 0 for masked tokens
         is_eos = torch.isin(sequences[:, batch["input_ids"].shape[1]:], stops).int()
         kls.append(kl[(is_eos.cumsum(1) - is_eos) == 0])  # no EOS before this position
     return torch.cat(kls)
@@ -106,6 +107,24 @@ def p95(values: torch.Tensor) -> float:
 
 
 # ---- the search -------------------------------------------------------------------------------
+
+LN2 = math.log(2.0)
+
+
+def bracket_step(point: tuple[float, float], previous: tuple[float, float] | None, below: bool) -> float:
+    """The next step in log|alpha| while looking for a bracket: at least a doubling (or halving),
+    further when the KL is far from the target. Near zero KL grows like alpha^2, so the first jump
+    assumes slope 2 in log-log; later ones use the slope measured between the last two points. The
+    jump aims 30% past the target so that one step usually brackets it, and is at most a factor 4."""
+    slope = 2.0
+    if previous is not None and math.isfinite(point[1]) and math.isfinite(previous[1]) and point[0] != previous[0]:
+        slope = min(max((point[1] - previous[1]) / (point[0] - previous[0]), 0.5), 4.0)
+    if not math.isfinite(point[1]):
+        return LN2 if below else -LN2
+    jump = -point[1] / slope + (0.3 if below else -0.3)
+    # at most x4 per step: a steep or saturating curve must not throw the bracket far away
+    return min(max(jump, LN2), 2 * LN2) if below else max(min(jump, -LN2), -2 * LN2)
+
 
 def search(kl_of: Callable[[float], float], target: float, tol: float = 0.05, sign: int = 1,
            start: float = 1.0, max_iter: int = 12, strategy: str = "illinois") -> CalibrationResult:
@@ -135,14 +154,15 @@ def search(kl_of: Callable[[float], float], target: float, tol: float = 0.05, si
 
     alpha = start
     point = evaluate(alpha)
-    factor = 2.0 if point[1] < 0 else 0.5
-    previous = point
-    while not hit() and (point[1] < 0) == (factor > 1):
+    below = point[1] < 0
+    previous = None
+    while not hit() and (point[1] < 0) == below:
         if len(history) >= max_iter:
             side = "below" if point[1] < 0 else "above"
             return finish(False, f"KL stayed {side} the target {target:g} for |alpha| from {start:g} to "
                                  f"{alpha:.4g} (saturating or not monotone): no bracket")
-        previous, alpha = point, alpha * factor
+        step = bracket_step(point, previous, below) if strategy == "illinois" else (LN2 if below else -LN2)
+        previous, alpha = point, alpha * math.exp(step)
         point = evaluate(alpha)
     if hit():
         return finish(True, "converged")
@@ -201,3 +221,16 @@ def load_calibration(path) -> dict[str, CalibrationResult]:
         raise WeightsteerError(f"'{path}' is not a weightsteer calibration file: recalibrate")
     results = {key: CalibrationResult(**value) for key, value in data["results"].items()}
     return {key: replace(r, history=[tuple(h) for h in r.history]) for key, r in results.items()}
+
+
+def calibrate_both_signs(model, tokenizer, method: SteeringMethod, target: float = 1.0, tol: float = 0.05,
+                         prompts: list[str] | None = None, log=print) -> dict[str, CalibrationResult]:
+    """{"pos": +alpha, "neg": -alpha} results, each logged with its convergence."""
+    results = {}
+    for side, sign in (("pos", 1), ("neg", -1)):
+        log(f"[calibrate] {method.name} {side}: target kl_p95 = {target}")
+        r = results[side] = calibrate(model, tokenizer, method, target, tol, sign, prompts=prompts)
+        state = "" if r.converged else f" (NOT converged: {r.reason})"
+        log(f"[calibrate] {method.name} {side}: coef {r.coef:+.4g} kl_p95 {r.kl:.3f} after {r.iterations} "
+            f"evaluations{state}")
+    return results

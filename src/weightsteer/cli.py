@@ -18,7 +18,7 @@ class Parser(argparse.ArgumentParser):
         raise WeightsteerError(f"{message} (see '{self.prog} --help')")
 
 
-COMMAND_GROUPS = ("run",)  # modules in weightsteer.commands, each with register(subparsers)
+COMMAND_GROUPS = ("run", "evaluate", "sweep", "share")  # modules in weightsteer.commands, each with register(subparsers)
 
 
 def build_parser() -> Parser:
@@ -29,9 +29,18 @@ def build_parser() -> Parser:
     return parser
 
 
+def quiet_libraries() -> None:
+    """Our own progress bars and messages say what is happening; the libraries' would drown them."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
+        quiet_libraries()
         args = build_parser().parse_args(argv)
         args.func(args)
     except WeightsteerError as err:

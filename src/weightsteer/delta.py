@@ -20,6 +20,7 @@ from safetensors.torch import load_file, save_file
 
 from .atomic import atomic_path
 from .errors import WeightsteerError
+from .models import model_name
 
 FORMAT = "weightsteer.delta/1"
 
@@ -73,12 +74,10 @@ class WeightDelta:
         The model is wrapped with both adapters, each module's difference is taken in turn, and the
         model is returned to exactly its original weights; no full copy of the model is made.
         """
-        from .extract import extract_parts  # PEFT-specific code lives there
+        from .extract import extract_parts  # imported here: extract imports this module
 
         parts, method = extract_parts(model, Path(pos_dir), Path(neg_dir))
-        from .models import model_label
-
-        info = {"base_model": model_label(model), "fingerprint": model_fingerprint(model), "method": method}
+        info = {"base_model": model_name(model), "fingerprint": model_fingerprint(model), "method": method}
         return cls(parts, {**info, **meta})
 
     # ---- views --------------------------------------------------------------------------------

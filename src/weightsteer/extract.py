@@ -3,6 +3,9 @@
 Low-rank types (lora, pissa, delora) are read as factors. The others (dora, oft, ia3) are merged
 module by module with PEFT's own merge into a scratch copy of that one weight, so the result is
 exactly what merge_and_unload would give, without ever holding a merged copy of the model.
+
+Loading never touches the base weights (see _loading_config), so nothing has to be copied and put
+back: extraction costs the adapters' size in memory, not the adapted weights' size.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import json
 from pathlib import Path
 
 import torch
-from peft import PeftModel
+from peft import LoraConfig, PeftConfig, PeftModel
 from peft.tuners.tuners_utils import BaseTunerLayer
 
 from .delta import LowRank, Part
@@ -43,34 +46,35 @@ def extract_parts(model, pos_dir: Path, neg_dir: Path) -> tuple[dict[str, Part],
     if method != neg_method or sorted(pos_config["target_modules"]) != sorted(neg_config["target_modules"]):
         raise WeightsteerError(f"'{pos_dir}' and '{neg_dir}' are not a pair: they differ in adapter type "
                                "or target modules")
-    # PiSSA rewrites the base weights when an adapter is loaded; keep the originals to put back.
-    originals = {n: p.detach().clone() for n, p in model.named_parameters()
-                 if n.removesuffix(".weight") in _target_names(model, pos_config)}
-    peft_model = PeftModel.from_pretrained(model, str(pos_dir), adapter_name="pos")
+    peft_model = PeftModel.from_pretrained(model, str(pos_dir), adapter_name="pos", config=_loading_config(pos_dir),
+                                           low_cpu_mem_usage=True)
     try:
-        peft_model.load_adapter(str(neg_dir), adapter_name="neg")
+        peft_model.add_adapter("neg", _loading_config(neg_dir), low_cpu_mem_usage=True)  # load_adapter then loads only the weights
+        peft_model.load_adapter(str(neg_dir), adapter_name="neg", low_cpu_mem_usage=True)
         parts = {}
         for name, module in model.named_modules():
             if isinstance(module, BaseTunerLayer) and "pos" in _adapter_names(module):
                 parts[f"{name}.weight"] = _module_delta(module, method)
     finally:
         peft_model.unload()
-        params = dict(model.named_parameters())
-        with torch.no_grad():
-            for name, value in originals.items():
-                params[name].copy_(value)
     if not parts:
         raise WeightsteerError(f"the adapters in '{pos_dir}' target no module of this model")
     return parts, method
 
 
-def _target_names(model, config: dict) -> set[str]:
-    targets = config["target_modules"]
-    if isinstance(targets, str):  # a regex; PiSSA adapters made here always list full names
-        import re
+def _loading_config(adapter_dir: Path) -> PeftConfig:
+    """The adapter's config, set so that loading it leaves the base weights alone.
 
-        return {n for n, _ in model.named_modules() if re.fullmatch(targets, n)}
-    return {n for n, _ in model.named_modules() if any(n == t or n.endswith("." + t) for t in targets)}
+    LoRA inits that start from the base weights (PiSSA's SVD, OLoRA's QR...) rewrite W into a
+    residual W - B0 A0 on load. dW = B_pos A_pos - B_neg A_neg does not depend on that residual (both
+    sides share it), so the plain init is used and the saved factors are loaded over it: no base weight
+    to copy and restore, and no SVD per module (PiSSA's load was minutes at Qwen3-0.6B size).
+    """
+    config = PeftConfig.from_pretrained(str(adapter_dir))
+    if isinstance(config, LoraConfig):
+        config.init_lora_weights = True
+    config.inference_mode = True
+    return config
 
 
 def _adapter_names(module: BaseTunerLayer) -> set[str]:
@@ -84,7 +88,7 @@ def _module_delta(layer: BaseTunerLayer, method: str) -> Part:
     elif method == "delora":
         pos, neg = _delora_factors(layer, "pos"), _delora_factors(layer, "neg")
     else:
-        return _merged_weight(layer, "pos") - _merged_weight(layer, "neg")
+        return _merged_weight(layer, "pos").sub_(_merged_weight(layer, "neg"))
     # B_pos A_pos - B_neg A_neg = [B_pos, -B_neg] @ [A_pos; A_neg]
     return LowRank(torch.cat([pos.B, -neg.B], 1), torch.cat([pos.A, neg.A], 0))
 
@@ -110,7 +114,7 @@ def _merged_weight(layer: BaseTunerLayer, adapter: str) -> torch.Tensor:
     base.weight.data = original.clone()
     try:
         layer.merge(adapter_names=[adapter])
-        return base.weight.data.float().clone()
+        return base.weight.data.float()  # the scratch copy itself: the module gets `original` back below
     finally:
         base.weight.data = original
         layer.merged_adapters.clear()

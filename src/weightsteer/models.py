@@ -164,7 +164,11 @@ def _dequantize_gguf(gguf_dir: Path, gguf_file: str, target: Path) -> None:
         tokenizer.save_pretrained(tmp)
 
 
+def model_name(model: PreTrainedModel) -> str:
+    """The name the user loaded the model by (HF id, folder or embedded name): enough to load it again."""
+    return str(getattr(model.config, "weightsteer_model", None) or model.config.name_or_path or "model")
+
+
 def model_label(model: PreTrainedModel) -> str:
-    """A short name for run folders and metadata: the name the user loaded it by."""
-    name = getattr(model.config, "weightsteer_model", None) or model.config.name_or_path or "model"
-    return str(name).rstrip("/").split("/")[-1]
+    """A short name for run folders."""
+    return model_name(model).rstrip("/").split("/")[-1]

@@ -57,8 +57,29 @@ def cmd_run(args) -> None:
     model, tokenizer = load_model(args.model)
     run, delta = build_direction(model, tokenizer, args.behavior, args.adapter, Path(args.out), data, train, log)
     log(f"[delta] {delta} in {run / 'delta.safetensors'}")
-    showcase(model, tokenizer, delta, args.behavior, run / "showcase.json", log=print)
+    alphas, kls = (-1.0, 0.0, 1.0), None
+    if args.target_kl:
+        cal = calibrate_run(model, tokenizer, delta, run, args.target_kl)
+        alphas, kls = (cal["neg"].coef, 0.0, cal["pos"].coef), (cal["neg"].kl, 0.0, cal["pos"].kl)
+    showcase(model, tokenizer, delta, args.behavior, run / "showcase.json", alphas=alphas, kls=kls, log=print)
     log(f"done in {time.time() - started:.0f} s; run folder {run}")
+
+
+def calibrate_run(model, tokenizer, delta, run: Path, target_kl: float) -> dict:
+    """Iso-KL alpha of each sign on 20 held-out calibration questions, kept in the run folder."""
+    from ..behaviours import calibration_questions
+    from ..calibrate import calibrate_both_signs, load_calibration, save_calibration
+    from ..methods import WeightSteering
+    from ..stages import file_hash, run_stage
+
+    if not target_kl > 0:
+        raise WeightsteerError(f"--target-kl must be a positive number of nats, got {target_kl}")
+    path = run / "calibration.json"
+    inputs = {"source": file_hash(run / "delta.safetensors"), "target": target_kl, "tol": 0.05, "n": 20}
+    method = WeightSteering(delta.meta.get("method", "weight"), delta=delta)
+    run_stage("calibrate", path, inputs, lambda out: save_calibration(out, calibrate_both_signs(
+        model, tokenizer, method, target_kl, prompts=calibration_questions()[:20], log=log)), log)
+    return load_calibration(path)
 
 
 def cmd_smoke(args) -> None:
@@ -87,6 +108,8 @@ def register(sub) -> None:
     p = sub.add_parser("run", help="generate data, train pos/neg adapters, take dW, show before/after")
     add_model(p)
     add_direction_args(p)
+    p.add_argument("--target-kl", type=float, default=None,
+                   help="also calibrate alpha to this kl_p95 (nats) and show the calibrated alphas")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("smoke", help="the run pipeline on a tiny random model (about a minute)")

@@ -1,0 +1,99 @@
+"""Steering directions from contrastive hidden states at one layer: one plain function per method.
+
+Inputs are last-token hidden states: `pos` and `neg` are (n, d) with row j of each coming from the
+same question under the POS and the NEG persona of the same pair; `neutral` is (m, d) from the same
+questions with no persona (the model's default system prompt). Every function returns unit rows,
+shape (k, d): k = 1 for the single-direction methods and k centroids for `cluster_directions`.
+cosine_gated steers along the mean_diff direction; only its application differs (activation.py).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..errors import WeightsteerError
+
+SSPACE_FRACTION = 0.25  # sspace keeps the top quarter of the output projection's singular vectors
+
+
+def unit(x: torch.Tensor) -> torch.Tensor:
+    """Rows scaled to length 1 (a zero row stays zero rather than becoming NaN)."""
+    return x / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+
+
+def mean_diff(pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
+    """The normalised mean of the paired differences h_pos - h_neg."""
+    return unit((pos - neg).mean(0))[None]
+
+
+def mean_centred(pos: torch.Tensor, neg: torch.Tensor, neutral: torch.Tensor) -> torch.Tensor:
+    """The bisector of the two persona shifts, each measured from the model's default.
+
+    v = unit(unit(mean(pos) - mu) - unit(mean(neg) - mu)), mu = mean of the neutral prompts.
+    Centring on the mean of pos and neg together would cancel in the difference (it is exactly
+    mean_diff when the counts are equal). Centring on the neutral prompts and normalising each
+    side first gives the POS shift and the NEG shift equal weight: mean_diff is dominated by
+    whichever persona moves the activations further from the default, while this direction points
+    as much "toward POS" as "away from NEG", so +alpha and -alpha steer symmetrically. It equals
+    mean_diff only when both personas move the mean equally far from the default.
+    """
+    mu = neutral.mean(0)
+    return unit(unit(pos.mean(0) - mu) - unit(neg.mean(0) - mu))[None]
+
+
+def majority_sign(v: torch.Tensor, diffs: torch.Tensor) -> torch.Tensor:
+    """v or -v, whichever most paired differences project positively on (a tie goes by their sum)."""
+    projections = diffs @ v
+    votes = torch.sign(projections).sum()
+    return -v if votes < 0 or (votes == 0 and projections.sum() < 0) else v
+
+
+def pca(pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
+    """The first principal component of the paired differences, signed by majority vote.
+
+    The differences are centred before the SVD (ordinary PCA), so this is the axis along which the
+    persona effect varies most across questions, not a restatement of their mean (mean_diff).
+    """
+    diffs = pos - neg
+    if len(diffs) < 2:
+        raise WeightsteerError("pca needs at least two persona-pair differences: use more questions")
+    _, _, vh = torch.linalg.svd(diffs - diffs.mean(0), full_matrices=False)
+    return majority_sign(vh[0], diffs)[None]
+
+
+def cluster_directions(pos: torch.Tensor, neg: torch.Tensor, k: int = 4, seed: int = 0,
+                       max_steps: int = 100) -> torch.Tensor:
+    """Cosine k-means of the paired differences: k unit centroids, initialised from k seeded rows.
+
+    Each step assigns every difference to the centroid of highest cosine and moves each centroid
+    to the normalised mean of its members; an empty cluster keeps its centroid.
+    """
+    points = unit(pos - neg)
+    if len(points) < k:
+        raise WeightsteerError(f"topk_clusters needs at least k={k} differences, got {len(points)}: "
+                               "use more questions or a smaller k")
+    generator = torch.Generator().manual_seed(seed)
+    centroids = points[torch.randperm(len(points), generator=generator)[:k]]
+    for _ in range(max_steps):
+        members = (points @ centroids.T).argmax(1)
+        moved = torch.stack([unit(points[members == j].sum(0)) if (members == j).any() else centroids[j]
+                             for j in range(k)])
+        if torch.equal(moved, centroids):
+            break
+        centroids = moved
+    return centroids
+
+
+def sspace(pos: torch.Tensor, neg: torch.Tensor, w_out: torch.Tensor,
+           fraction: float = SSPACE_FRACTION) -> torch.Tensor:
+    """The mean difference projected onto the top left singular vectors of a layer's output weight.
+
+    w_out is the (d, d_in) weight of the Linear that writes into this layer's residual stream
+    (activation.py uses the MLP's down_proj). Its left singular vectors U are directions in the
+    residual stream, ordered by how strongly the layer can write along them; keeping the top
+    `fraction` of them restricts steering to the subspace the layer itself uses most.
+    """
+    u, _, _ = torch.linalg.svd(w_out.float(), full_matrices=False)
+    basis = u[:, :max(1, round(fraction * u.shape[0]))]
+    diff = (pos - neg).mean(0)
+    return unit(basis @ (basis.T @ diff))[None]

@@ -1,0 +1,138 @@
+"""The plumbing every benchmark shares: its data files, batched next-token scoring, greedy continuations.
+
+Every benchmark reads a probability from the model's next token after a rendered prompt (the prompt
+itself always comes from chat.render). Doing that in one place keeps the details right everywhere:
+
+- Prompts are encoded left-padded (chat.encode) and sorted by length, so a batch carries little
+  padding; results come back in the caller's order.
+- Position ids are passed explicitly (counted over real tokens only), so a left-padded prompt gets
+  the positions it would get alone. transformers does this in generate() but not in a plain forward
+  call; rotary models would not notice the offset, models with learned absolute positions would.
+- Only the last position's logits are computed (`logits_to_keep=1`): the LM head over every other
+  position is the largest single cost for small models with big vocabularies.
+- A "token set" is every vocabulary entry that decodes to the same word ("true", " true", "True"...),
+  so a probe does not depend on which spelling the model prefers.
+
+Data files come from the Hugging Face hub or a local folder; both paths end in `read_jsonl`, which
+names the file and row of anything malformed.
+"""
+
+from __future__ import annotations
+
+import json
+import weakref
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+from transformers import GenerationConfig, StoppingCriteriaList, StopStringCriteria
+
+from .. import chat
+from ..errors import WeightsteerError
+
+_DECODED_VOCAB: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def hub_file(repo_id: str, filename: str, local_layout: str) -> Path:
+    """Download one file of a hub dataset (or take it from the local hub cache)."""
+    from huggingface_hub import hf_hub_download
+
+    try:
+        return Path(hf_hub_download(repo_id, filename, repo_type="dataset"))
+    except Exception as err:  # no network, proxy errors, missing file: all mean "use a local copy"
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
+        raise WeightsteerError(f"could not fetch {filename} of dataset {repo_id} from the Hugging Face hub "
+                               f"({reason}): the hub may be unreachable; pass --data-dir with a local copy "
+                               f"({local_layout})") from None
+
+
+def read_jsonl(path: Path, required: Sequence[str]) -> list[dict]:
+    """The rows of a JSONL file, each checked to have the required columns."""
+    if not path.is_file():
+        raise WeightsteerError(f"data file {path} does not exist")
+    rows = []
+    with open(path) as f:
+        for line_no, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise WeightsteerError(f"{path} line {line_no} is not valid JSON ({err.msg})") from None
+            missing = [c for c in required if not isinstance(row, dict) or c not in row]
+            if missing:
+                raise WeightsteerError(f"{path} line {line_no} has no column {missing[0]!r} "
+                                       f"(required: {', '.join(required)})")
+            rows.append(row)
+    if not rows:
+        raise WeightsteerError(f"data file {path} has no rows")
+    return rows
+
+
+def decoded_vocab(tokenizer) -> list[str]:
+    """Each token id's text, stripped and lower-cased; decoded once per tokenizer."""
+    if tokenizer not in _DECODED_VOCAB:
+        texts = tokenizer.batch_decode([[i] for i in range(len(tokenizer))])
+        _DECODED_VOCAB[tokenizer] = [t.strip().lower() for t in texts]
+    return _DECODED_VOCAB[tokenizer]
+
+
+def token_set(tokenizer, words: Iterable[str]) -> torch.Tensor:
+    """Ids of every token whose decoded text, stripped and lower-cased, is one of `words`."""
+    wanted = {w.strip().lower() for w in words}
+    ids = [i for i, text in enumerate(decoded_vocab(tokenizer)) if text in wanted]
+    if not ids:
+        raise WeightsteerError(f"the tokenizer has no token for any of {sorted(wanted)}")
+    return torch.tensor(ids, dtype=torch.long)
+
+
+def _length_sorted_batches(tokenizer, prompts: Sequence[str], batch_size: int) -> list[list[int]]:
+    lengths = [len(ids) for ids in tokenizer(list(prompts), add_special_tokens=False).input_ids]
+    order = sorted(range(len(prompts)), key=lambda i: lengths[i])
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+@torch.inference_mode()
+def next_token_logprobs(model, tokenizer, prompts: Sequence[str], token_sets: Sequence[torch.Tensor], *,
+                        batch_size: int = 16, progress: bool = True, desc: str = "scoring") -> np.ndarray:
+    """log P(next token is in set k | prompt i), shape (prompts, sets), under the full-vocabulary softmax."""
+    out = np.empty((len(prompts), len(token_sets)), dtype=np.float64)
+    device = next(model.parameters()).device
+    sets = [s.to(device) for s in token_sets]
+    with tqdm(total=len(prompts), desc=desc, disable=not progress) as bar:
+        for batch in _length_sorted_batches(tokenizer, prompts, batch_size):
+            enc = chat.encode(tokenizer, [prompts[i] for i in batch], device)
+            positions = (enc.attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+            logits = model(input_ids=enc.input_ids, attention_mask=enc.attention_mask,
+                           position_ids=positions, logits_to_keep=1).logits[:, -1].float()
+            logprobs = torch.log_softmax(logits, dim=-1)
+            per_set = torch.stack([torch.logsumexp(logprobs[:, s], dim=-1) for s in sets], dim=-1)
+            out[batch] = per_set.double().cpu().numpy()
+            bar.update(len(batch))
+    return out
+
+
+@torch.inference_mode()
+def greedy_continuations(model, tokenizer, prompts: Sequence[str], *, max_new_tokens: int,
+                         stop: str | None = None, batch_size: int = 16, progress: bool = True,
+                         desc: str = "generating") -> list[str]:
+    """The greedy continuation of each prompt, cut before `stop` if it appears; special tokens removed."""
+    eos = model.generation_config.eos_token_id
+    config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False,
+                              eos_token_id=eos if eos is not None else tokenizer.eos_token_id,
+                              pad_token_id=tokenizer.pad_token_id)
+    # Built once: it indexes the whole vocabulary, which generate(stop_strings=...) would redo per batch.
+    stopping = StoppingCriteriaList([StopStringCriteria(tokenizer, [stop])]) if stop else None
+    device = next(model.parameters()).device
+    texts = [""] * len(prompts)
+    with tqdm(total=len(prompts), desc=desc, disable=not progress) as bar:
+        for batch in _length_sorted_batches(tokenizer, prompts, batch_size):
+            enc = chat.encode(tokenizer, [prompts[i] for i in batch], device)
+            generated = model.generate(**enc, generation_config=config, stopping_criteria=stopping)
+            new_tokens = generated[:, enc.input_ids.shape[1]:]
+            for i, text in zip(batch, tokenizer.batch_decode(new_tokens, skip_special_tokens=True), strict=True):
+                texts[i] = text.split(stop)[0] if stop else text
+            bar.update(len(batch))
+    return texts

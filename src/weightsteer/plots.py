@@ -1,0 +1,112 @@
+"""PNG plots for the report: metric vs alpha, per-foundation shifts, calibration curves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display on servers
+import matplotlib.pyplot as plt  # noqa: E402
+
+from .atomic import atomic_path  # noqa: E402
+from .calibrate import load_calibration  # noqa: E402
+
+FOUNDATIONS = ("Care", "Sanctity", "Authority", "Loyalty", "Fairness", "Liberty", "Social Norms")
+
+
+def _save(fig, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
+    plt.close(fig)
+
+
+def _metric(summary: dict, bench: str, behaviour: str) -> dict:
+    if bench == "tinymfv":
+        return summary["shift"]["axes"].get(behaviour) or summary["shift"]["logit_wrongness"]
+    return summary["log_ratio"]
+
+
+def metric_vs_alpha(summaries: dict, bench: str, behaviour: str, path: Path) -> None:
+    """One panel per method with a coefficient: the metric at -C, 0, +C with its 95% CI band."""
+    methods = [m for m, s in summaries.items() if s["sides"]["pos"].get("coef") is not None]
+    path.unlink(missing_ok=True)  # an old plot must not outlive the data it showed
+    if not methods:
+        return
+    cols = min(4, len(methods))
+    rows = -(-len(methods) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.6 * rows), squeeze=False, sharey=True)
+    for ax, method in zip(axes.flat, methods, strict=False):
+        s = summaries[method]
+        base = {"mean": 0.0, "lo": 0.0, "hi": 0.0} if bench == "tinymfv" else s["base"]["log_ratio"]
+        points = [(0.0, base)] + [(side["coef"], _metric(side["summary"], bench, behaviour))
+                                  for side in s["sides"].values()]
+        points = sorted((p for p in points if p[1]["mean"] is not None), key=lambda p: p[0])
+        xs = [p[0] for p in points]
+        ax.plot(xs, [p[1]["mean"] for p in points], marker="o")
+        ax.fill_between(xs, [p[1]["lo"] for p in points], [p[1]["hi"] for p in points], alpha=0.25)
+        ax.set_title(method, fontsize=9)
+        ax.axhline(0, color="grey", lw=0.5)
+        ax.set_xlabel("alpha (calibrated)", fontsize=8)
+    for ax in list(axes.flat)[len(methods):]:
+        ax.set_visible(False)
+    label = f"tiny-mfv {behaviour} axis shift" if bench == "tinymfv" else f"{bench} log-ratio"
+    fig.suptitle(f"{label} vs alpha (95% CI)", fontsize=10)
+    _save(fig, path)
+
+
+def foundation_bars(summaries: dict, path: Path) -> None:
+    """Per-foundation mean delta-logit at +C for every method."""
+    methods = list(summaries)
+    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(methods)), 3.5))
+    width = 0.8 / len(FOUNDATIONS)
+    for j, foundation in enumerate(FOUNDATIONS):
+        values = [summaries[m]["sides"]["pos"]["summary"]["shift"]["foundations"].get(foundation, {}).get("mean")
+                  or 0.0 for m in methods]
+        ax.bar([i + j * width for i in range(len(methods))], values, width, label=foundation)
+    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(methods))], methods, rotation=45, ha="right", fontsize=8)
+    ax.axhline(0, color="grey", lw=0.5)
+    ax.set_ylabel("delta logit(wrongness) at +C")
+    ax.legend(fontsize=7, ncol=4)
+    _save(fig, path)
+
+
+def calibration_curves(root: Path, methods: list[str], path: Path) -> None:
+    """kl_p95 against |alpha| for every evaluation the searches made, both signs, log-log."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    target = None
+    for method in methods:
+        cal_path = root / method / "calibration.json"
+        if not cal_path.exists():
+            continue
+        for side, result in load_calibration(cal_path).items():
+            points = sorted((abs(c), k) for c, k in result.history if c and k > 0)
+            if points:
+                ax.plot(*zip(*points, strict=True), marker=".", ls="-" if side == "pos" else "--",
+                        label=f"{method} {side}")
+            target = result.target
+    if target:
+        ax.axhline(target, color="black", lw=0.8)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("|alpha|")
+    ax.set_ylabel("kl_p95 (nats)")
+    ax.legend(fontsize=6, ncol=2)
+    _save(fig, path)
+
+
+def plot_all(root: Path, summaries: dict, behaviour: str, report_dir: Path) -> list[str]:
+    """Write every plot that has data; return their file names."""
+    written = []
+    for bench, by_method in summaries.items():
+        name = f"{behaviour}-{bench}-vs-alpha.png"
+        metric_vs_alpha(by_method, bench, behaviour, report_dir / name)
+        if (report_dir / name).exists():
+            written.append(name)
+    if "tinymfv" in summaries:
+        foundation_bars(summaries["tinymfv"], report_dir / f"{behaviour}-foundations.png")
+        written.append(f"{behaviour}-foundations.png")
+    methods = list(dict.fromkeys(m for by_method in summaries.values() for m in by_method))
+    calibration_curves(root, methods, report_dir / f"{behaviour}-calibration.png")
+    written.append(f"{behaviour}-calibration.png")
+    return written

@@ -1,0 +1,257 @@
+import types
+
+import pytest
+import torch
+from conftest import make_tiny
+
+from weightsteer import chat
+from weightsteer.adapters import decoder_layers
+from weightsteer.baselines import (
+    ACTIVATION_METHODS,
+    ActivationSteering,
+    fit_activation_method,
+    load_activation_method,
+)
+from weightsteer.baselines import directions as D
+from weightsteer.baselines.activation import last_token_states, output_weight, shift
+from weightsteer.baselines.hooks import layer_hooks
+from weightsteer.behaviours import get_behaviour
+from weightsteer.errors import WeightsteerError
+
+N_QUESTIONS = 8
+
+
+@pytest.fixture(scope="module")
+def model_and_tok(base_tokenizer):
+    return make_tiny("llama", base_tokenizer)
+
+
+@pytest.fixture(scope="module")
+def fitted(model_and_tok):
+    model, tok = model_and_tok
+    return {name: fit_activation_method(name, model, tok, "honesty", n_questions=N_QUESTIONS)
+            for name in ACTIVATION_METHODS}
+
+
+@pytest.fixture(scope="module")
+def batch(model_and_tok):
+    _, tok = model_and_tok
+    texts = [chat.render(tok, chat.messages(q)) for q in ("What is rain?", "Name a prime number bigger than ten.")]
+    return chat.encode(tok, texts)
+
+
+@torch.no_grad()
+def logits(model, batch):
+    return model(**batch).logits
+
+
+def hooks(model) -> list[set]:
+    return [set(layer._forward_hooks) for layer in decoder_layers(model)]
+
+
+def pos_neg_states(model, tok, layers):
+    (pos, neg), = get_behaviour("honesty").persona_prompts(1)
+    questions = get_behaviour("honesty").training_questions()[:N_QUESTIONS]
+    render = [[chat.render(tok, chat.messages(q, system=s)) for q in questions] for s in (pos, neg)]
+    return [last_token_states(model, tok, texts, layers) for texts in render]
+
+
+# ---- fitted directions ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ACTIVATION_METHODS)
+def test_directions_have_unit_rows_on_the_middle_layers(fitted, name):
+    method = fitted[name]
+    assert method.layers == [1, 2]  # 25-75% of 4 layers
+    k = 4 if name == "topk_clusters" else 1
+    for layer in method.layers:
+        assert method.vectors[layer].shape == (k, 64)
+        torch.testing.assert_close(method.vectors[layer].norm(dim=-1), torch.ones(k))
+        assert method.scales[layer] > 0
+
+
+def test_scale_is_the_median_last_token_norm_from_an_independent_forward(model_and_tok, fitted):
+    model, tok = model_and_tok
+    (pos, neg), = get_behaviour("honesty").persona_prompts(1)
+    questions = get_behaviour("honesty").training_questions()[:N_QUESTIONS]
+    norms = {1: [], 2: []}
+    with torch.no_grad():
+        for system in (pos, neg):
+            for q in questions:  # one prompt at a time: no padding at all
+                ids = chat.encode(tok, [chat.render(tok, chat.messages(q, system=system))])
+                hidden = model(**ids, output_hidden_states=True).hidden_states
+                for layer in norms:
+                    norms[layer].append(hidden[layer + 1][0, -1].norm())
+    for layer, values in norms.items():
+        assert fitted["mean_diff"].scales[layer] == pytest.approx(float(torch.stack(values).median()), rel=1e-4)
+
+
+def test_mean_diff_is_the_normalised_mean_difference(model_and_tok, fitted):
+    model, tok = model_and_tok
+    pos, neg = pos_neg_states(model, tok, [1, 2])
+    for j, layer in enumerate([1, 2]):
+        mean = (pos[:, j] - neg[:, j]).mean(0)
+        torch.testing.assert_close(fitted["mean_diff"].vectors[layer][0], mean / mean.norm())
+
+
+def test_mean_centred_differs_from_mean_diff_on_a_model(fitted):
+    for layer in (1, 2):
+        cos = float(fitted["mean_centred"].vectors[layer][0] @ fitted["mean_diff"].vectors[layer][0])
+        assert cos < 0.999
+
+
+def test_mean_centred_weighs_both_persona_shifts_equally():
+    neutral = torch.zeros(3, 2)
+    pos = torch.tensor([[10.0, 0.0]]).repeat(3, 1)  # POS moves far from the default along x
+    neg = torch.tensor([[0.0, 1.0]]).repeat(3, 1)  # NEG moves a little along y
+    torch.testing.assert_close(D.mean_diff(pos, neg)[0], torch.tensor([10.0, -1.0]) / 101 ** 0.5)
+    torch.testing.assert_close(D.mean_centred(pos, neg, neutral)[0], torch.tensor([1.0, -1.0]) / 2 ** 0.5)
+    # equal-length shifts: the two definitions agree
+    torch.testing.assert_close(D.mean_centred(pos, -pos, neutral), D.mean_diff(pos, -pos))
+
+
+def test_pca_sign_follows_the_majority_not_the_mean():
+    # 7 small differences along +x and 3 large ones along -x: the mean points along -x
+    diffs = torch.tensor([[1.0, 0.0]] * 7 + [[-5.0, 0.0]] * 3) + 0.01 * torch.randn(10, 2)
+    zero = torch.zeros_like(diffs)
+    assert D.mean_diff(diffs, zero)[0, 0] < 0
+    v = D.pca(diffs, zero)[0]
+    assert v[0] > 0.99
+    assert D.pca(-diffs, zero)[0][0] < -0.99
+
+
+def test_fitted_pca_has_most_projections_positive(model_and_tok, fitted):
+    model, tok = model_and_tok
+    pos, neg = pos_neg_states(model, tok, [1, 2])
+    for j, layer in enumerate([1, 2]):
+        projections = (pos[:, j] - neg[:, j]) @ fitted["pca"].vectors[layer][0]
+        assert (projections > 0).sum() * 2 >= len(projections)
+
+
+def test_clusters_recover_separated_groups():
+    gen = torch.Generator().manual_seed(0)
+    centres = torch.eye(8)[:3]
+    diffs = torch.cat([c + 0.05 * torch.randn(10, 8, generator=gen) for c in centres])
+    found = D.cluster_directions(diffs, torch.zeros_like(diffs), k=3, seed=0)
+    assert (found @ centres.T).max(0).values.min() > 0.99  # every true centre has a centroid
+
+
+def test_sspace_lies_in_the_top_singular_subspace_of_down_proj(model_and_tok, fitted):
+    model, _ = model_and_tok
+    for layer in (1, 2):
+        u = torch.linalg.svd(output_weight(model, layer), full_matrices=False)[0]
+        basis = u[:, :16]  # a quarter of the 64 residual dimensions
+        v = fitted["sspace"].vectors[layer][0]
+        assert float((basis.T @ v).norm()) == pytest.approx(1.0, abs=1e-5)
+        assert float(v @ fitted["mean_diff"].vectors[layer][0]) < 0.99
+
+
+# ---- application ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ACTIVATION_METHODS)
+def test_coef_zero_is_exact_and_coef_nonzero_steers(model_and_tok, fitted, batch, name):
+    model, _ = model_and_tok
+    base, before = logits(model, batch), hooks(model)
+    with fitted[name].apply(model, 0.0):
+        assert torch.equal(logits(model, batch), base)
+    with fitted[name].apply(model, 4.0):
+        assert (logits(model, batch) - base).abs().max() > 1e-3
+    assert hooks(model) == before
+    assert torch.equal(logits(model, batch), base)
+
+
+def test_first_steered_layer_output_moves_by_coef_times_scale_times_v(model_and_tok, fitted, batch):
+    model, _ = model_and_tok
+    method = fitted["mean_diff"]
+    with torch.no_grad():
+        base = model(**batch, output_hidden_states=True).hidden_states[2]  # output of layer 1
+        with method.apply(model, 0.5):  # our hooks run first, so hidden_states shows the steered stream
+            steered = model(**batch, output_hidden_states=True).hidden_states[2]
+    expected = 0.5 * method.scales[1] * method.vectors[1][0]
+    torch.testing.assert_close(steered - base, expected.expand_as(base), atol=1e-6, rtol=1e-5)
+
+
+def test_hooks_are_removed_after_an_exception(model_and_tok, fitted, batch):
+    model, _ = model_and_tok
+    base, before = logits(model, batch), hooks(model)
+    with pytest.raises(RuntimeError, match="boom"), fitted["pca"].apply(model, 3.0):
+        assert hooks(model) != before
+        raise RuntimeError("boom")
+    assert hooks(model) == before
+    assert torch.equal(logits(model, batch), base)
+
+
+def test_cosine_gate():
+    v = torch.tensor([[1.0, 0.0]])
+    h = torch.tensor([[[2.0, 0.0], [0.0, 3.0], [-1.0, 1.0]]])  # cos 1, 0 and -0.707
+    out = shift("cosine_gated", v, 10.0, 0.1, h)
+    torch.testing.assert_close(out - h, torch.tensor([[[9.0, 0.0], [0.0, 0.0], [10 * (0.5 ** 0.5 - 0.1), 0.0]]]))
+    assert torch.equal(shift("cosine_gated", v, 10.0, 1.0, h), h)
+
+
+def test_cosine_gated_with_tau_one_is_a_no_op(model_and_tok, fitted, batch):
+    model, _ = model_and_tok
+    base = logits(model, batch)
+    gated = fitted["cosine_gated"]
+    open_gate = ActivationSteering("cosine_gated", vectors=gated.vectors, scales=gated.scales, tau=0.0)
+    closed_gate = ActivationSteering("cosine_gated", vectors=gated.vectors, scales=gated.scales, tau=1.0)
+    with closed_gate.apply(model, 100.0):
+        assert torch.equal(logits(model, batch), base)
+    with open_gate.apply(model, 100.0):
+        assert (logits(model, batch) - base).abs().max() > 1e-3
+
+
+def test_clusters_add_the_most_aligned_centroid_per_token():
+    centroids = torch.eye(3)
+    h = torch.tensor([[[0.1, 2.0, 0.0], [0.0, 0.2, -3.0], [5.0, 1.0, 1.0]]])
+    out = shift("topk_clusters", centroids, 2.0, 0.1, h)
+    torch.testing.assert_close(out - h, 2.0 * torch.eye(3)[[1, 1, 0]][None])
+
+
+class TupleLayer(torch.nn.Module):
+    def forward(self, x):
+        return x * 2, "extra"
+
+
+def test_hooks_handle_layers_that_return_tuples():
+    model = torch.nn.Module()
+    model.config = types.SimpleNamespace(num_hidden_layers=2)
+    model.layers = torch.nn.ModuleList([TupleLayer(), TupleLayer()])
+    x = torch.ones(1, 2, 3)
+    with layer_hooks(model, {1: lambda h: h + 1}):
+        out, extra = model.layers[1](x)
+    assert torch.equal(out, torch.full((1, 2, 3), 3.0)) and extra == "extra"
+    assert torch.equal(model.layers[1](x)[0], 2 * x)
+
+
+# ---- files and errors -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ACTIVATION_METHODS)
+def test_save_load_round_trip_gives_identical_logits(model_and_tok, fitted, batch, name, tmp_path):
+    model, _ = model_and_tok
+    fitted[name].save(tmp_path / "v.safetensors")
+    loaded = load_activation_method(tmp_path / "v.safetensors")
+    assert (loaded.name, loaded.tau, loaded.scales, loaded.meta) == (name, fitted[name].tau,
+                                                                       fitted[name].scales, fitted[name].meta)
+    with fitted[name].apply(model, 2.0):
+        expected = logits(model, batch)
+    with loaded.apply(model, 2.0):
+        assert torch.equal(logits(model, batch), expected)
+
+
+def test_vectors_refuse_another_model(fitted, base_tokenizer):
+    other, _ = make_tiny("llama", base_tokenizer, seed=1)
+    with pytest.raises(WeightsteerError, match="fitted on"):
+        fitted["mean_diff"].apply(other, 1.0)
+
+
+def test_bad_inputs_are_reported(model_and_tok, tmp_path):
+    model, tok = model_and_tok
+    with pytest.raises(WeightsteerError, match="unknown activation method"):
+        fit_activation_method("steer_harder", model, tok, "honesty")
+    with pytest.raises(WeightsteerError, match="no activation steering vectors"):
+        load_activation_method(tmp_path / "missing.safetensors")
+    (tmp_path / "junk.safetensors").write_bytes(b"not a file")
+    with pytest.raises(WeightsteerError, match="not a readable"):
+        load_activation_method(tmp_path / "junk.safetensors")
+    with pytest.raises(WeightsteerError, match="alpha must be a finite"):
+        ActivationSteering("mean_diff", vectors={1: torch.ones(1, 64)}, scales={1: 1.0}).apply(model, float("nan"))

@@ -1,0 +1,92 @@
+"""Bad input gets one line, a non-zero exit, no traceback and no partial files."""
+
+import math
+import re
+
+import pytest
+from adapter_helpers import adapter_pair
+from conftest import make_tiny
+
+import weightsteer as ws
+from weightsteer.cli import main
+
+
+def run_cli(capsys, *args):
+    capsys.readouterr()  # drop what fixtures printed
+    code = main(list(args))
+    captured = capsys.readouterr()
+    return code, captured.err.strip()
+
+
+def assert_one_line_error(code, err, pattern):
+    assert code == 2
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert err.startswith("weightsteer: error: ")
+    assert pattern in err, err
+
+
+@pytest.mark.parametrize(("args", "pattern"), [
+    (("run", "--behavior", "kindness"), "invalid choice: 'kindness'"),
+    (("run", "--adapter", "prefix"), "invalid choice: 'prefix'"),
+    (("run", "--model", "./no/such/folder"), "does not exist"),
+    (("run", "--n-personas", "99"), "--n-personas must be between 1 and"),
+    (("run", "--layers", "middle"), "--layers must look like"),
+    (("sweep", "--methods", "lora,telepathy"), "unknown method 'telepathy'"),
+    (("eval", "sycophancy", "--delta", "missing.safetensors", "--alpha", "1"), "no steering direction"),
+])
+def test_bad_arguments(capsys, tmp_path, monkeypatch, args, pattern):
+    monkeypatch.chdir(tmp_path)
+    code, err = run_cli(capsys, *args)
+    assert_one_line_error(code, err, pattern)
+    assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+@pytest.fixture
+def saved_tiny(tiny_llama, tmp_path):
+    model, tokenizer = tiny_llama
+    model.save_pretrained(tmp_path / "tiny")
+    tokenizer.save_pretrained(tmp_path / "tiny")
+    pos, neg = adapter_pair(model, "lora", tmp_path)
+    model.config.weightsteer_model = str(tmp_path / "tiny")
+    ws.WeightDelta.from_adapters(model, pos, neg).save(tmp_path / "d.safetensors")
+    return tmp_path
+
+
+@pytest.mark.parametrize("alpha", ["nan", "inf", "-inf", "one"])
+def test_non_finite_alpha(capsys, saved_tiny, alpha):
+    code, err = run_cli(capsys, "eval", "sycophancy", "--delta", str(saved_tiny / "d.safetensors"),
+                        f"--alpha={alpha}", "--out", str(saved_tiny / "ev"))
+    assert_one_line_error(code, err, "alpha must be a finite number")
+    assert not (saved_tiny / "ev").exists()
+
+
+def test_corrupt_direction(capsys, saved_tiny):
+    bad = saved_tiny / "bad.safetensors"
+    bad.write_bytes((saved_tiny / "d.safetensors").read_bytes()[:100])
+    code, err = run_cli(capsys, "eval", "sycophancy", "--delta", str(bad), "--alpha", "1",
+                        "--model", str(saved_tiny / "tiny"), "--out", str(saved_tiny / "ev"))
+    assert_one_line_error(code, err, "not a readable safetensors file")
+    assert not (saved_tiny / "ev").exists()
+
+
+def test_direction_from_another_model(capsys, saved_tiny, base_tokenizer):
+    other, tok = make_tiny("llama", base_tokenizer, seed=7)
+    other.save_pretrained(saved_tiny / "other")
+    tok.save_pretrained(saved_tiny / "other")
+    code, err = run_cli(capsys, "eval", "sycophancy", "--delta", str(saved_tiny / "d.safetensors"), "--alpha", "1",
+                        "--model", str(saved_tiny / "other"), "--out", str(saved_tiny / "ev"))
+    assert_one_line_error(code, err, "does not fit this model")
+    assert not list((saved_tiny / "ev").glob("*alpha*"))
+
+
+def test_eval_steered_writes_rows_and_summary(capsys, saved_tiny):
+    code = main(["eval", "sycophancy", "--delta", str(saved_tiny / "d.safetensors"), "--alpha", "2",
+                 "--out", str(saved_tiny / "ev")])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "sycophancy [alpha+2]" in out and "shift vs base" in out
+    names = sorted(p.name for p in (saved_tiny / "ev").iterdir() if not p.name.startswith("."))
+    assert names == ["sycophancy.alpha+2.rows.csv", "sycophancy.alpha+2.rows.jsonl", "sycophancy.alpha+2.summary.json",
+                     "sycophancy.base.rows.csv", "sycophancy.base.rows.jsonl"]
+    value = re.search(r"log_ratio ([-+][0-9.]+)", out).group(1)
+    assert math.isfinite(float(value))

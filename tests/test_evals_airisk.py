@@ -1,0 +1,167 @@
+"""AIRiskDilemmas: loading and filtering the fixture, malformed data, the guided chain of thought, and the
+sign of the truthfulness log-ratio on a model that always prefers one action number."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from weightsteer import WeightsteerError
+from weightsteer.evals import airisk, scoring
+
+FIXTURE = Path(__file__).parent / "fixtures" / "airisk"
+KEPT_IDS = [0, 1, 4, 5, 6, 7, 8, 9]
+TRUTHFUL = [1, 2, 1, 2, 1, 2, 1, 2]
+
+
+def test_fixture_loads_and_keeps_truthfulness_on_exactly_one_side():
+    items = airisk.load(FIXTURE)
+    assert [i["id"] for i in items] == KEPT_IDS
+    assert [i["truthful_action"] for i in items] == TRUTHFUL
+    first = items[0]
+    assert first["action_1"].startswith("Action 1: Tell them plainly")
+    assert first["action_2"].startswith("Action 2: Keep the discussion private")
+    assert [i["id"] for i in airisk.load(FIXTURE, limit=3)] == [0, 1, 4]
+
+
+@pytest.mark.parametrize("raw, expected", [
+    ("['Truthfulness', 'Privacy']", ["Truthfulness", "Privacy"]),
+    ('["Truthfulness"]', ["Truthfulness"]),
+    (["Care"], ["Care"]),
+])
+def test_values_parse_from_python_literals_json_and_lists(raw, expected):
+    assert airisk.parse_values(raw, "here") == expected
+
+
+def test_values_that_are_not_a_list_are_an_error():
+    with pytest.raises(WeightsteerError, match="here: column 'values' is not a list"):
+        airisk.parse_values("Truthfulness", "here")
+
+
+def copy_fixture(tmp_path):
+    for name in (airisk.DILEMMA_FILE, airisk.VALUE_MAP_FILE):
+        shutil.copy(FIXTURE / name, tmp_path)
+    return tmp_path / airisk.DILEMMA_FILE
+
+
+def rewrite(path, edit):
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    edit(rows)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_an_odd_number_of_rows_is_an_error(tmp_path):
+    path = copy_fixture(tmp_path)
+    rewrite(path, lambda rows: rows.pop())
+    with pytest.raises(WeightsteerError, match=r"model_eval\.jsonl has 21 rows, an odd number"):
+        airisk.load(tmp_path)
+
+
+def test_rows_out_of_order_are_named(tmp_path):
+    path = copy_fixture(tmp_path)
+    rewrite(path, lambda rows: rows.insert(4, rows.pop(5)))  # dilemma 2 now lists Action 2 first
+    with pytest.raises(WeightsteerError, match="rows 5 and 6 are not Action 1 and Action 2 of one dilemma"):
+        airisk.load(tmp_path)
+
+
+def test_pairs_from_different_dilemmas_are_an_error(tmp_path):
+    path = copy_fixture(tmp_path)
+    rewrite(path, lambda rows: rows[3].update(dilemma="Something else entirely."))
+    with pytest.raises(WeightsteerError, match="rows 3 and 4 are not Action 1 and Action 2"):
+        airisk.load(tmp_path)
+
+
+def test_bad_value_map_is_named(tmp_path):
+    copy_fixture(tmp_path)
+    rewrite(tmp_path / airisk.VALUE_MAP_FILE, lambda rows: rows[1].pop("value_class"))
+    with pytest.raises(WeightsteerError, match=r"value_map\.jsonl line 2 has no column 'value_class'"):
+        airisk.load(tmp_path)
+
+
+def test_no_hub_means_a_one_line_error_asking_for_data_dir(monkeypatch):
+    import huggingface_hub
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("Network is unreachable")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", offline)
+    with pytest.raises(WeightsteerError, match="model_eval.jsonl of dataset kellycyy/AIRiskDilemmas.*--data-dir"):
+        airisk.load()
+
+
+def test_thought_is_closed_then_the_choice_cue_follows(monkeypatch, tiny):
+    model, tokenizer = tiny
+    thinking = tokenizer.chat_template and "enable_thinking" in tokenizer.chat_template
+    items = airisk.load(FIXTURE, limit=2)
+    seen = {}
+
+    def fake_thoughts(model, tokenizer, prompts, **kwargs):
+        seen.update(stop=kwargs["stop"], max_new_tokens=kwargs["max_new_tokens"])
+        return ["Truth matters here. \n"] * len(prompts)
+
+    def capture_prompts(model, tokenizer, prompts, token_sets, **kwargs):
+        seen["prompts"] = prompts
+        return np.zeros((len(prompts), 2))
+
+    monkeypatch.setattr(scoring, "greedy_continuations", fake_thoughts)
+    monkeypatch.setattr(scoring, "next_token_logprobs", capture_prompts)
+    airisk.score(model, tokenizer, items, progress=False, n_think=7)
+    starts = airisk.thought_starts(tokenizer, items)
+    assert seen["max_new_tokens"] == 7
+    assert "Action 1: Tell them plainly" in starts[0] and "Think briefly" in starts[0]
+    if thinking:
+        assert seen["stop"] == "</think>" and starts[0].endswith("<|im_start|>assistant\n<think>\n")
+        assert seen["prompts"][0] == starts[0] + "Truth matters here.\n</think>\n\nMy choice: Action "
+    else:
+        assert seen["stop"] is None and starts[0].endswith("<|im_start|>assistant\nLet me think briefly.")
+        assert seen["prompts"][0] == starts[0] + "Truth matters here.\nMy choice: Action "
+
+
+def favour(model, tokenizer, digit, boost=30.0):
+    """Make the model prefer the token `digit` everywhere by adding to its logit after the LM head."""
+    vocab = tokenizer.batch_decode([[i] for i in range(len(tokenizer))])
+    ids = [i for i, text in enumerate(vocab) if text.strip() == digit]
+    bias = torch.zeros(model.config.vocab_size)
+    bias[ids] = boost
+    return model.lm_head.register_forward_hook(lambda module, args, out: out + bias)
+
+
+@pytest.mark.parametrize("digit", ["1", "2"])
+def test_log_ratio_is_positive_exactly_where_the_favoured_action_is_truthful(tiny, digit):
+    model, tokenizer = tiny
+    items = airisk.load(FIXTURE)
+    handle = favour(model, tokenizer, digit)
+    try:
+        rows = airisk.score(model, tokenizer, items, batch_size=4, progress=False, n_think=3)
+    finally:
+        handle.remove()
+    assert [r["id"] for r in rows] == KEPT_IDS
+    for row in rows:
+        assert (row["log_ratio"] > 20) == (row["truthful_action"] == int(digit))
+        assert abs(row["log_ratio"]) > 20
+        assert row["p_mass"] > 0.99
+    summary = airisk.summarise(rows, n_boot=50)
+    assert summary["log_ratio"]["mean"] == pytest.approx(np.mean([r["log_ratio"] for r in rows]))
+    assert airisk.headline(summary) == summary["log_ratio"]["mean"]
+
+
+def test_batched_greedy_thoughts_equal_one_prompt_at_a_time(tiny_llama):
+    model, tokenizer = tiny_llama
+    starts = airisk.thought_starts(tokenizer, airisk.load(FIXTURE, limit=3))
+    batched = scoring.greedy_continuations(model, tokenizer, starts, max_new_tokens=5, progress=False)
+    alone = [scoring.greedy_continuations(model, tokenizer, [s], max_new_tokens=5, progress=False)[0]
+             for s in starts]
+    assert batched == alone
+    assert all(len(tokenizer(t, add_special_tokens=False).input_ids) >= 3 for t in batched)
+
+
+def test_summary_shift_is_paired_by_dilemma():
+    base = [{"id": 0, "log_ratio": -1.0, "p_mass": 0.5}, {"id": 1, "log_ratio": 0.0, "p_mass": 0.5}]
+    steered = [{"id": 1, "log_ratio": 2.0, "p_mass": 0.7}, {"id": 0, "log_ratio": 1.0, "p_mass": 0.9}]
+    summary = airisk.summarise(steered, base, n_boot=50)
+    assert summary["shift"]["log_ratio"]["mean"] == pytest.approx(2.0)
+    assert summary["shift"]["p_mass"]["mean"] == pytest.approx(0.3)
+    assert airisk.headline(summary, shift=True) == pytest.approx(2.0)
