@@ -9,18 +9,15 @@ IA3 change weights at full rank and are stored dense, one module at a time.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
 
-from .atomic import atomic_path
 from .errors import WeightsteerError
 from .models import model_name
+from .tensorfile import load_tensors, save_tensors
 
 FORMAT = "weightsteer.delta/1"
 
@@ -151,31 +148,16 @@ class WeightDelta:
         tensors = {}
         for name, part in self.parts.items():
             if isinstance(part, LowRank):
-                tensors[f"{name}:B"], tensors[f"{name}:A"] = part.B.contiguous(), part.A.contiguous()
+                tensors[f"{name}:B"], tensors[f"{name}:A"] = part.B, part.A
             else:
-                tensors[f"{name}:dense"] = part.contiguous()
-        meta = {**self.meta, "format": FORMAT, "modules": self.names,
-                "norms": {n: round(v, 6) for n, v in self.norms().items()}}
-        with atomic_path(path) as tmp:
-            save_file({k: v.detach().float().cpu() for k, v in tensors.items()}, str(tmp),
-                      metadata={"weightsteer": json.dumps(meta)})
+                tensors[f"{name}:dense"] = part
+        save_tensors(path, tensors, {**self.meta, "format": FORMAT, "modules": self.names,
+                                     "norms": {n: round(v, 6) for n, v in self.norms().items()}})
 
     @classmethod
     def load(cls, path) -> WeightDelta:
-        path = Path(path)
-        if not path.is_file():
-            raise WeightsteerError(f"no steering direction at '{path}': run 'weightsteer run' to make one")
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                header = (f.metadata() or {}).get("weightsteer")
-            tensors = load_file(str(path))
-        except (SafetensorError, OSError, ValueError) as err:
-            raise WeightsteerError(f"'{path}' is not a readable safetensors file ({err}): "
-                                   "regenerate it with 'weightsteer run'") from None
-        if header is None:
-            raise WeightsteerError(f"'{path}' is a safetensors file but not a weightsteer direction "
-                                   "(no 'weightsteer' metadata)")
-        meta = json.loads(header)
+        tensors, meta = load_tensors(path, what="steering direction", fmt=FORMAT,
+                                     fix="make one with 'weightsteer run'")
         parts: dict[str, Part] = {}
         for name in meta.pop("modules"):
             if f"{name}:dense" in tensors:

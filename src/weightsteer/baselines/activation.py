@@ -16,23 +16,19 @@ The shift is applied at every position, prompt and generated tokens alike.
 from __future__ import annotations
 
 import functools
-import json
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
 
 from .. import chat
 from ..adapters import decoder_layers, middle_layers
-from ..atomic import atomic_path
 from ..behaviours import Behaviour, get_behaviour
 from ..delta import model_fingerprint
 from ..errors import WeightsteerError
 from ..methods import SteeringMethod
 from ..models import model_label
 from ..steer import check_alpha
+from ..tensorfile import load_tensors, save_tensors
 from . import directions
 from .hooks import layer_hooks
 
@@ -87,26 +83,16 @@ class ActivationSteering(SteeringMethod):
                                    "or width): refit them on this model")
 
     def save(self, path) -> None:
-        tensors = {f"layer.{i}": self.vectors[i].detach().float().cpu().contiguous() for i in self.layers}
+        tensors = {f"layer.{i}": self.vectors[i] for i in self.layers}
         header = {**self.meta, "format": FORMAT, "name": self.name, "tau": self.tau,
                   "layers": self.layers, "scales": [self.scales[i] for i in self.layers]}
-        with atomic_path(path) as tmp:
-            save_file(tensors, str(tmp), metadata={"weightsteer": json.dumps(header)})
+        save_tensors(path, tensors, header)
 
 
 def load_activation_method(path) -> ActivationSteering:
-    path = Path(path)
-    if not path.is_file():
-        raise WeightsteerError(f"no activation steering vectors at '{path}': fit them first")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            header = (f.metadata() or {}).get("weightsteer")
-        tensors = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as err:
-        raise WeightsteerError(f"'{path}' is not a readable safetensors file ({err}): refit the vectors") from None
-    meta = json.loads(header) if header else {}
-    if meta.pop("format", None) != FORMAT:
-        raise WeightsteerError(f"'{path}' is a safetensors file but not weightsteer activation vectors")
+    tensors, meta = load_tensors(path, what="activation steering vectors", fmt=FORMAT,
+                                 fix="fit them again")
+    meta.pop("format")
     layers, scales = meta.pop("layers"), meta.pop("scales")
     name, tau = meta.pop("name"), meta.pop("tau")
     return ActivationSteering(name, vectors={i: tensors[f"layer.{i}"] for i in layers},
