@@ -59,9 +59,13 @@ def test_killed_sweep_resumes_to_the_same_tables(tiny_dir, tmp_path):
     status = json.loads((killed / "tiny-model" / "trad_care" / "sweep.json").read_text())
     assert all(status[m]["ok"] for m in ("lora", "mean_diff", "prompt_only"))
     for path in killed.rglob("*"):  # every finished file is whole
-        if path.suffix in (".json", ".jsonl") and ".tmp" not in str(path):
+        if ".tmp" in str(path):
+            continue
+        if path.suffix == ".json":
+            json.loads(path.read_text())
+        if path.suffix == ".jsonl":
             [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        if path.suffix == ".safetensors" and ".tmp" not in str(path):
+        if path.suffix == ".safetensors":
             load_file(str(path))
 
 

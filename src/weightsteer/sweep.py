@@ -90,9 +90,9 @@ class Sweep:
         """Append the stage's wall time to timings.jsonl (the report's timing table)."""
         started = time.time()
         yield
-        self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / "timings.jsonl", "a") as f:
-            f.write(json.dumps({"method": method, "stage": stage, "seconds": round(time.time() - started, 2)}) + "\n")
+        path = self.root / "timings.jsonl"
+        rows = read_jsonl(path) if path.exists() else []
+        write_jsonl(path, rows + [{"method": method, "stage": stage, "seconds": round(time.time() - started, 2)}])
 
     def scored(self, stem: Path, inputs: dict, bench: str, method, coef: float = 0.0) -> list[dict]:
         """Rows of one benchmark under one method and coefficient, computed once and kept."""
