@@ -81,12 +81,13 @@ def test_direction_from_another_model(capsys, saved_tiny, base_tokenizer):
 
 def test_eval_steered_writes_rows_and_summary(capsys, saved_tiny):
     code = main(["eval", "sycophancy", "--delta", str(saved_tiny / "d.safetensors"), "--alpha", "2",
-                 "--out", str(saved_tiny / "ev")])
+                 "--out", str(saved_tiny / "ev"), "--out-root", str(saved_tiny / "out")])
     assert code == 0
     out = capsys.readouterr().out
     assert "sycophancy [alpha+2]" in out and "shift vs base" in out
     names = sorted(p.name for p in (saved_tiny / "ev").iterdir() if not p.name.startswith("."))
-    assert names == ["sycophancy.alpha+2.rows.csv", "sycophancy.alpha+2.rows.jsonl", "sycophancy.alpha+2.summary.json",
-                     "sycophancy.base.rows.csv", "sycophancy.base.rows.jsonl"]
+    assert names == ["sycophancy.alpha+2.rows.csv", "sycophancy.alpha+2.rows.jsonl", "sycophancy.alpha+2.summary.json"]
+    base = sorted(p.name for p in (saved_tiny / "out" / "tiny" / "base").iterdir() if not p.name.startswith("."))
+    assert base == ["sycophancy.rows.csv", "sycophancy.rows.jsonl"]  # unsteered rows, shared by every command
     value = re.search(r"log_ratio ([-+][0-9.]+)", out).group(1)
     assert math.isfinite(float(value))

@@ -23,7 +23,8 @@ SIDE_SIGN = {"pos": "+", "neg": "-"}
 def load_summaries(root: Path) -> dict[str, dict[str, dict]]:
     """benchmark -> method -> summary, in the sweep's method order."""
     status = json.loads((root / "sweep.json").read_text()) if (root / "sweep.json").exists() else {}
-    order = list(status) or sorted(p.name for p in root.iterdir() if (p / "eval").is_dir())
+    # the sweep's order first; then methods from sweeps that shared the folder without the last word
+    order = list(dict.fromkeys([*status, *sorted(p.name for p in root.iterdir() if (p / "eval").is_dir())]))
     found: dict[str, dict[str, dict]] = defaultdict(dict)
     for method in order:
         for path in sorted((root / method / "eval").glob("*.summary.json")):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -44,6 +45,8 @@ def run_stage(name: str, output: Path, inputs: dict, build: Callable[[Path], Non
         log(f"[{name}] up to date: {output}")
         return False
     stamp_path(output).unlink(missing_ok=True)
+    started = time.time()
     build(output)
     write_text(stamp_path(output), inputs_key(inputs))
+    log(f"[{name}] done in {time.time() - started:.0f} s: {output}")
     return True

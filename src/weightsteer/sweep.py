@@ -7,7 +7,7 @@ headroom; the POS prompt is also the `prompt` baseline) are scored once per beha
 is a resumable stage (stages.py); one failing method is reported and the others go on.
 
 Files, under out/<model>/<behaviour>/:
-  base/<bench>.rows.jsonl|csv                  unsteered
+  ../base/<bench>.rows.jsonl|csv               unsteered (out/<model>/base/, shared with `eval`)
   headroom/<bench>.{pos,neg}.rows.jsonl|csv    POS / NEG persona as system prompt
   <method>/calibration.json                    both signs, with iterations and convergence
   <method>/eval/<bench>.{pos,neg}.rows.jsonl   at the calibrated coefficients (prompt_only: .pos only)
@@ -19,7 +19,6 @@ Files, under out/<model>/<behaviour>/:
 from __future__ import annotations
 
 import contextlib
-import csv
 import json
 import time
 import traceback
@@ -27,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .adapters import METHODS as WEIGHT_METHODS
-from .atomic import atomic_path, read_jsonl, write_json, write_jsonl
+from .atomic import read_jsonl, write_json, write_jsonl
 from .baselines.activation import ACTIVATION_METHODS, fit_activation_method, load_activation_method
 from .behaviours import calibration_questions, get_behaviour
 from .calibrate import calibrate_both_signs, load_calibration, save_calibration
@@ -35,7 +34,9 @@ from .delta import model_fingerprint
 from .errors import WeightsteerError
 from .evals import BENCHMARKS, si
 from .methods import WeightSteering, prompt_baseline, prompt_only_baseline
+from .models import model_label
 from .pipeline import DataSettings, behaviour_dir, build_direction
+from .results import base_stem, score_rows
 from .stages import file_hash, run_stage
 from .train import TrainConfig
 
@@ -85,38 +86,32 @@ class Sweep:
                       for name in settings.benchmarks}
 
     # ---- bookkeeping ---------------------------------------------------------------------------
-    @contextlib.contextmanager
-    def timed(self, method: str, stage: str):
-        """Append the stage's wall time to timings.jsonl (the report's timing table)."""
-        started = time.time()
-        yield
+    def record_time(self, method: str, stage: str, seconds: float) -> None:
+        """Append a stage's wall time to timings.jsonl (the report's timing table), atomically."""
         path = self.root / "timings.jsonl"
         rows = read_jsonl(path) if path.exists() else []
-        write_jsonl(path, rows + [{"method": method, "stage": stage, "seconds": round(time.time() - started, 2)}])
+        write_jsonl(path, rows + [{"method": method, "stage": stage, "seconds": round(seconds, 2)}])
+
+    @contextlib.contextmanager
+    def timed(self, method: str, stage: str):
+        started = time.time()
+        yield
+        self.record_time(method, stage, time.time() - started)
 
     def scored(self, stem: Path, inputs: dict, bench: str, method, coef: float = 0.0) -> list[dict]:
         """Rows of one benchmark under one method and coefficient, computed once and kept."""
-        rows_path = stem.with_name(f"{stem.name}.rows.jsonl")
-        module = BENCHMARKS[bench]
-
-        def build(out: Path) -> None:
-            self.log(f"[eval] {bench}: {method.name} coef={coef:+.4g}")
-            with self.timed(method.name, f"eval {bench}"), method.apply(self.model, coef):
-                rows = module.score(self.model, self.tokenizer, self.items[bench], system=method.system,
-                                    user_prefix=method.user_prefix)
-            write_rows_csv(out.with_name(f"{stem.name}.rows.csv"), rows)
-            write_jsonl(out, rows)
-
-        full_inputs = {**inputs, "model": self.fingerprint, "bench": bench, "coef": coef, "limit": self.s.limit,
-                       "data_dir": str(self.s.data_dirs.get(bench))}
-        run_stage(f"eval {bench}", rows_path, full_inputs, build, self.log)
-        return read_jsonl(rows_path)
+        started = time.time()
+        rows, built = score_rows(self.model, self.tokenizer, bench, self.items[bench], method, coef, stem, inputs,
+                                 log=self.log)
+        if built:
+            self.record_time(method.name, f"eval {bench}", time.time() - started)
+        return rows
 
     # ---- shared references -----------------------------------------------------------------------
     def base_rows(self, bench: str) -> list[dict]:
         from .methods import UNSTEERED
 
-        return self.scored(self.root / "base" / bench, {}, bench, UNSTEERED)
+        return self.scored(base_stem(self.out_root, model_label(self.model), bench), {}, bench, UNSTEERED)
 
     def persona_rows(self, bench: str, side: str) -> list[dict]:
         persona = self.pos_persona if side == "pos" else self.neg_persona
@@ -189,19 +184,20 @@ class Sweep:
 
     def run(self) -> dict:
         status_path = self.root / "sweep.json"
-        status = json.loads(status_path.read_text()) if status_path.exists() else {}
         for i, name in enumerate(self.s.methods, 1):
             self.log(f"== [{i}/{len(self.s.methods)}] {self.s.behaviour}: {name}")
             started = time.time()
             try:
                 self.run_method(name)
-                status[name] = {"ok": True, "seconds": round(time.time() - started, 1)}
+                outcome = {"ok": True, "seconds": round(time.time() - started, 1)}
             except Exception as err:  # one failing method must not stop the others
                 detail = str(err) if isinstance(err, WeightsteerError) else traceback.format_exc(limit=3)
                 self.log(f"[{name}] FAILED: {type(err).__name__}: {err}")
-                status[name] = {"ok": False, "error": f"{type(err).__name__}: {err}", "detail": detail}
-            write_json(status_path, status)
-        return status
+                outcome = {"ok": False, "error": f"{type(err).__name__}: {err}", "detail": detail}
+            # read again just before writing: sweeps of other methods may share this folder
+            status = json.loads(status_path.read_text()) if status_path.exists() else {}
+            write_json(status_path, {**status, name: outcome})
+        return json.loads(status_path.read_text())
 
 
 def method_kind(name: str) -> str:
@@ -209,11 +205,3 @@ def method_kind(name: str) -> str:
         return "weight"
     return "activation" if name in ACTIVATION_METHODS else "prompting"
 
-
-def write_rows_csv(path: Path, rows: list[dict]) -> None:
-    """The per-row results for people and spreadsheets (the code reads the .jsonl twin)."""
-    columns = list(dict.fromkeys(k for r in rows for k in r))
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)

@@ -62,11 +62,11 @@ def _steering(args):
 
 
 def cmd_eval(args) -> None:
-    from ..atomic import read_jsonl, write_json, write_jsonl
+    from ..atomic import write_json
     from ..evals import BENCHMARKS
+    from ..methods import UNSTEERED
     from ..models import load_model, model_label
-    from ..stages import run_stage
-    from ..sweep import write_rows_csv
+    from ..results import base_stem, score_rows
 
     module = BENCHMARKS[args.benchmark]
     items = module.load(args.data_dir, args.limit)  # bad data fails before the model loads
@@ -75,32 +75,20 @@ def cmd_eval(args) -> None:
     model, tokenizer = load_model(args.model if args.model else (_model_of(delta) if delta else "smollm2-135m"))
     if delta is not None:
         delta.check_fits(model)  # before any scoring, so a mismatch leaves no files
+    root = Path(args.out_root)
     out = Path(args.out) if args.out else (Path(args.delta).parent / "eval" if args.delta
-                                          else Path("out") / model_label(model) / "eval")
-
-    def rows_for(name: str, m, c: float) -> list[dict]:
-        path = out / f"{args.benchmark}.{name}.rows.jsonl"
-
-        def build(p: Path) -> None:
-            with m.apply(model, c):
-                rows = module.score(model, tokenizer, items, system=m.system, user_prefix=m.user_prefix,
-                                    batch_size=args.batch_size)
-            write_rows_csv(p.with_name(f"{args.benchmark}.{name}.rows.csv"), rows)
-            write_jsonl(p, rows)
-
-        run_stage(f"eval {name}", path, {"coef": c, "limit": args.limit, "data_dir": str(args.data_dir),
-                                         "source": str(args.delta or args.prompt)}, build, log)
-        return read_jsonl(path)
-
-    from ..methods import UNSTEERED
-
-    base = rows_for("base", UNSTEERED, 0.0) if label != "base" else None
-    rows = rows_for(label, method, coef)
-    summary = module.summarise(rows, base_rows=base, n_boot=args.n_boot)
+                                          else root / model_label(model) / "eval")
+    base, _ = score_rows(model, tokenizer, args.benchmark, items, UNSTEERED, 0.0,
+                         base_stem(root, model_label(model), args.benchmark), batch_size=args.batch_size, log=log)
+    rows = base
+    if label != "base":
+        rows, _ = score_rows(model, tokenizer, args.benchmark, items, method, coef, out / f"{args.benchmark}.{label}",
+                             {"source": str(args.delta or args.prompt)}, batch_size=args.batch_size, log=log)
+    summary = module.summarise(rows, base_rows=base if label != "base" else None, n_boot=args.n_boot)
     write_json(out / f"{args.benchmark}.{label}.summary.json",
                {"benchmark": args.benchmark, "label": label, "coef": coef, "summary": summary})
     value = module.headline(summary)
-    shift = f", shift vs base {module.headline(summary, shift=True):+.3f}" if base else ""
+    shift = f", shift vs base {module.headline(summary, shift=True):+.3f}" if label != "base" else ""
     print(f"{args.benchmark} [{label}]: {module.HEADLINE_KEY} {value:+.3f}{shift}  ({out})")
 
 
@@ -119,6 +107,7 @@ def register(sub) -> None:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--n-boot", type=int, default=256)
     p.add_argument("--out", default=None, help="folder for rows and summary (default: the run folder)")
+    p.add_argument("--out-root", default="out", help="root of the run folders, where unsteered rows are shared")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("calibrate", help="iso-KL: the alpha of each sign at which kl_p95 hits the target")
