@@ -46,10 +46,12 @@ def extract_parts(model, pos_dir: Path, neg_dir: Path) -> tuple[dict[str, Part],
     if method != neg_method or sorted(pos_config["target_modules"]) != sorted(neg_config["target_modules"]):
         raise WeightsteerError(f"'{pos_dir}' and '{neg_dir}' are not a pair: they differ in adapter type "
                                "or target modules")
+    # low_cpu_mem_usage: adapter weights start empty and are filled from the file (no random init)
     peft_model = PeftModel.from_pretrained(model, str(pos_dir), adapter_name="pos", config=_loading_config(pos_dir),
                                            low_cpu_mem_usage=True)
     try:
-        peft_model.add_adapter("neg", _loading_config(neg_dir), low_cpu_mem_usage=True)  # load_adapter then loads only the weights
+        # added with our config first, so that load_adapter only loads the weights
+        peft_model.add_adapter("neg", _loading_config(neg_dir), low_cpu_mem_usage=True)
         peft_model.load_adapter(str(neg_dir), adapter_name="neg", low_cpu_mem_usage=True)
         parts = {}
         for name, module in model.named_modules():

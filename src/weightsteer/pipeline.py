@@ -6,7 +6,7 @@ out/<model>/<behaviour>/<method>/ holds adapters/pos, adapters/neg and delta.saf
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from .atomic import read_jsonl, write_jsonl
@@ -58,7 +58,7 @@ def build_direction(model, tokenizer, behaviour: str, method: str, out_root: Pat
                     log=print) -> tuple[Path, WeightDelta]:
     """Run every stage that is not up to date; return the run folder and its dW."""
     data = data or DataSettings()
-    train = train or TrainConfig(method=method)
+    train = replace(train, method=method) if train else TrainConfig(method=method)
     get_behaviour(behaviour)  # fail on an unknown name before any work
     data_path = build_data(model, tokenizer, behaviour, out_root, data, log)
     rows = read_jsonl(data_path)
