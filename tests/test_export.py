@@ -12,6 +12,7 @@ from transformers import AutoModelForCausalLM
 
 import weightsteer as ws
 from weightsteer import export
+from weightsteer.calibrate import CalibrationResult, save_calibration
 from weightsteer.cli import main
 from weightsteer.commands.share import parse_term
 from weightsteer.delta import LowRank
@@ -151,9 +152,9 @@ def test_merged_checkpoint_and_model_card(tiny_llama, tmp_path):
     tok.save_pretrained(base_dir)
     delta = ws.WeightDelta.from_adapters(model, *adapter_pair(model, "lora", tmp_path), behaviour="honesty")
     delta.save(tmp_path / "run" / "delta.safetensors")
-    calibration = {"pos": {"coef": 2.25, "kl": 0.98, "converged": True},
-                   "neg": {"coef": -1.5, "kl": 1.02, "converged": False}, "target_kl": 1.0}
-    (tmp_path / "run" / "calibration.json").write_text(json.dumps(calibration))
+    save_calibration(tmp_path / "run" / "calibration.json", {  # as `weightsteer calibrate` writes it
+        "pos": CalibrationResult(2.25, 0.98, 4, True, [(2.25, 0.98)], 1.0, "converged"),
+        "neg": CalibrationResult(-1.5, 1.02, 12, False, [(-1.5, 1.02)], 1.0, "max_iter")})
 
     argv = ["export", "--delta", str(tmp_path / "run" / "delta.safetensors"), "--alpha", "2.25",
             "--format", "merged", "--out", str(tmp_path / "merged"), "--model", str(base_dir)]

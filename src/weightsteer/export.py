@@ -39,6 +39,7 @@ from safetensors.torch import save_file
 from . import chat
 from .atomic import atomic_path
 from .behaviours import calibration_questions
+from .calibrate import load_calibration
 from .delta import LowRank, Part, WeightDelta, part_dense
 from .errors import WeightsteerError
 from .steer import check_alpha, save_steered, steer
@@ -202,15 +203,15 @@ def _next_token_logprobs(model, batch) -> torch.Tensor:
 # ---- the merged checkpoint --------------------------------------------------------------------
 
 def read_calibration(delta_path) -> dict | None:
-    """calibration.json beside the direction file, if there is one."""
+    """The calibration.json that `weightsteer calibrate` (or run, or sweep) left beside the direction,
+    as {"pos": {...}, "neg": {...}, "target_kl": ...}; None when there is none."""
     path = Path(delta_path).with_name("calibration.json")
     if not path.is_file():
         return None
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as err:
-        raise WeightsteerError(f"'{path}' is not readable JSON ({err}): fix or remove it") from None
-    return data if isinstance(data, dict) else {"value": data}
+    results = load_calibration(path)
+    table = {side: {"coef": r.coef, "kl": r.kl, "converged": r.converged, "iterations": r.iterations}
+             for side, r in results.items()}
+    return {**table, "target_kl": next(iter(results.values())).target}
 
 
 def model_card(delta: WeightDelta, alpha: float, base_model: str, calibration: dict | None) -> str:
