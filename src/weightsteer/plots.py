@@ -52,6 +52,7 @@ def metric_vs_alpha(summaries: dict, bench: str, behaviour: str, path: Path) -> 
         ax.set_visible(False)
     label = f"tiny-mfv {behaviour} axis shift" if bench == "tinymfv" else f"{bench} log-ratio"
     fig.suptitle(f"{label} vs alpha (95% CI)", fontsize=10)
+    fig.tight_layout()
     _save(fig, path)
 
 
