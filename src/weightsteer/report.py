@@ -29,7 +29,8 @@ def load_summaries(root: Path) -> dict[str, dict[str, dict]]:
     for method in order:
         for path in sorted((root / method / "eval").glob("*.summary.json")):
             summary = json.loads(path.read_text())
-            found[summary["benchmark"]][method] = summary
+            if "sides" in summary:  # a sweep's summary (`weightsteer eval` writes its own kind beside it)
+                found[summary["benchmark"]][method] = summary
     return found
 
 
