@@ -109,8 +109,8 @@ def param_bytes(model) -> int:
 
 
 def random_adapter(model, method: str, out_dir: Path, seed: int, rank: int = RANK) -> None:
-    """Save an adapter of `method`: PEFT's init (the same for both sides) plus seeded noise, as in
-    tests/adapter_helpers.py, but without copying the targeted weights (at 4B that copy alone is 7 GB).
+    """Save an adapter of `method`: PEFT's init (the same for both sides) plus seeded noise, via
+    weightsteer.tiny.noisy_adapter, which copies no targeted weights (at 4B that copy alone is 7 GB).
 
     A PiSSA pair is made as a LoRA pair whose config then says PiSSA: a PiSSA adapter holds the same
     two factors, and what differs, PEFT's load path (an SVD of every targeted weight to rebuild the
@@ -118,20 +118,9 @@ def random_adapter(model, method: str, out_dir: Path, seed: int, rank: int = RAN
     """
     import json
 
-    from peft import get_peft_model
+    from weightsteer.tiny import noisy_adapter
 
-    from weightsteer.adapters import decoder_layers, middle_layers, peft_config, target_module_names
-
-    targets = target_module_names(model, middle_layers(len(decoder_layers(model))))
-    torch.manual_seed(0)
-    peft_model = get_peft_model(model, peft_config(model, "lora" if method == "pissa" else method, targets, rank))
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for _, p in peft_model.named_parameters():
-            if p.requires_grad:
-                p.add_(0.05 * torch.randn(p.shape, generator=gen))
-    peft_model.save_pretrained(str(out_dir))
-    peft_model.unload()
+    noisy_adapter(model, "lora" if method == "pissa" else method, out_dir, seed, rank)
     if method == "pissa":
         config_file = out_dir / "adapter_config.json"
         config_file.write_text(json.dumps({**json.loads(config_file.read_text()), "init_lora_weights": "pissa"}))

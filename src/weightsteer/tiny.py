@@ -47,3 +47,27 @@ def tiny_model(arch: str, tokenizer, seed: int = 0):
         prepare_tokenizer(tokenizer)
         tokenizer.chat_template = QWEN3_STYLE_TEMPLATE
     return model, tokenizer
+
+
+def noisy_adapter(model, method: str, out_dir, seed: int, rank: int = 4) -> None:
+    """Save a `method` adapter whose trainable weights are PEFT's init (the same for every seed, as in
+    training) plus seeded noise: a stand-in for a trained adapter in tests and benchmarks. The base
+    weights are left as they were; only PiSSA rewrites them, so only then are they copied first."""
+    from peft import get_peft_model
+
+    from .adapters import decoder_layers, middle_layers, peft_config, target_module_names
+
+    targets = target_module_names(model, middle_layers(len(decoder_layers(model))))
+    saved = {n: model.get_submodule(n).weight.detach().clone() for n in targets} if method == "pissa" else {}
+    torch.manual_seed(0)
+    peft_model = get_peft_model(model, peft_config(model, method, targets, rank))
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for _, p in peft_model.named_parameters():
+            if p.requires_grad:
+                p.add_(0.05 * torch.randn(p.shape, generator=gen))
+    peft_model.save_pretrained(str(out_dir))
+    peft_model.unload()
+    with torch.no_grad():
+        for n, w in saved.items():
+            model.get_submodule(n).weight.copy_(w)
