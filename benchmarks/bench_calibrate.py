@@ -22,7 +22,7 @@ from _common import Row, log, make_adapters
 
 import weightsteer as ws
 from weightsteer import calibrate as cal
-from weightsteer.behaviours import calibration_questions
+from weightsteer.behaviours import calibration_questions, load_behaviour
 from weightsteer.methods import WeightSteering
 
 TARGET_EVALS = 4.0
@@ -76,7 +76,7 @@ def methods_to_calibrate(model, tokenizer, root: Path, work: Path | None, kinds)
         kinds = [k for k in kinds if k != "lora"]
     for name, (pos, neg) in make_adapters(model, kinds, root).items():
         methods[f"random {name}"] = WeightSteering(name, delta=ws.WeightDelta.from_adapters(model, pos, neg))
-    methods["mean_diff (activation)"] = fit_activation_method("mean_diff", model, tokenizer, "honesty", n_questions=16)
+    methods["mean_diff (activation)"] = fit_activation_method("mean_diff", model, tokenizer, load_behaviour("honesty"), n_questions=16)
     return methods
 
 

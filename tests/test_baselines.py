@@ -15,7 +15,7 @@ from weightsteer.baselines import (
 from weightsteer.baselines import directions as D
 from weightsteer.baselines.activation import last_token_states, output_weight, shift
 from weightsteer.baselines.hooks import layer_hooks
-from weightsteer.behaviours import get_behaviour
+from weightsteer.behaviours import load_behaviour
 from weightsteer.errors import WeightsteerError
 
 N_QUESTIONS = 8
@@ -29,7 +29,7 @@ def model_and_tok(base_tokenizer):
 @pytest.fixture(scope="module")
 def fitted(model_and_tok):
     model, tok = model_and_tok
-    return {name: fit_activation_method(name, model, tok, "honesty", n_questions=N_QUESTIONS)
+    return {name: fit_activation_method(name, model, tok, load_behaviour("honesty"), n_questions=N_QUESTIONS)
             for name in ACTIVATION_METHODS}
 
 
@@ -50,8 +50,8 @@ def hooks(model) -> list[set]:
 
 
 def pos_neg_states(model, tok, layers):
-    (pos, neg), = get_behaviour("honesty").persona_prompts(1)
-    questions = get_behaviour("honesty").training_questions()[:N_QUESTIONS]
+    (pos, neg), = load_behaviour("honesty").persona_prompts(1)
+    questions = list(load_behaviour("honesty").questions[:N_QUESTIONS])
     render = [[chat.render(tok, chat.messages(q, system=s)) for q in questions] for s in (pos, neg)]
     return [last_token_states(model, tok, texts, layers) for texts in render]
 
@@ -71,8 +71,8 @@ def test_directions_have_unit_rows_on_the_middle_layers(fitted, name):
 
 def test_scale_is_the_median_last_token_norm_from_an_independent_forward(model_and_tok, fitted):
     model, tok = model_and_tok
-    (pos, neg), = get_behaviour("honesty").persona_prompts(1)
-    questions = get_behaviour("honesty").training_questions()[:N_QUESTIONS]
+    (pos, neg), = load_behaviour("honesty").persona_prompts(1)
+    questions = list(load_behaviour("honesty").questions[:N_QUESTIONS])
     norms = {1: [], 2: []}
     with torch.no_grad():
         for system in (pos, neg):
@@ -247,7 +247,7 @@ def test_vectors_refuse_another_model(fitted, base_tokenizer):
 def test_bad_inputs_are_reported(model_and_tok, tmp_path):
     model, tok = model_and_tok
     with pytest.raises(WeightsteerError, match="unknown activation method"):
-        fit_activation_method("steer_harder", model, tok, "honesty")
+        fit_activation_method("steer_harder", model, tok, load_behaviour("honesty"))
     with pytest.raises(WeightsteerError, match="no activation steering vectors"):
         load_activation_method(tmp_path / "missing.safetensors")
     (tmp_path / "junk.safetensors").write_bytes(b"not a file")

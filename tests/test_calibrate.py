@@ -8,7 +8,7 @@ from adapter_helpers import adapter_pair
 import weightsteer as ws
 from weightsteer import chat
 from weightsteer.baselines import fit_activation_method
-from weightsteer.behaviours import calibration_questions
+from weightsteer.behaviours import calibration_questions, load_behaviour
 from weightsteer.calibrate import (
     CalibrationResult,
     calibrate,
@@ -63,7 +63,7 @@ def varied_tiny(tiny):
 
 def test_kl_p95_matches_a_direct_computation(varied_tiny):
     model, tok = varied_tiny
-    method = fit_activation_method("mean_diff", model, tok, "honesty", n_questions=8)
+    method = fit_activation_method("mean_diff", model, tok, load_behaviour("honesty"), n_questions=8)
     expected, generated = reference_kls(model, tok, method, 0.3, QUESTIONS, T)
     assert len(expected) == T * len(QUESTIONS)
     assert kl_p95(model, tok, method, 0.3, QUESTIONS, T) == pytest.approx(np.percentile(expected, 95), rel=1e-4)
@@ -72,7 +72,7 @@ def test_kl_p95_matches_a_direct_computation(varied_tiny):
 
 def test_kl_p95_drops_positions_after_eos(varied_tiny):
     model, tok = varied_tiny
-    method = fit_activation_method("mean_diff", model, tok, "honesty", n_questions=8)
+    method = fit_activation_method("mean_diff", model, tok, load_behaviour("honesty"), n_questions=8)
     _, generated = reference_kls(model, tok, method, 0.3, QUESTIONS, T)
     stop = generated[0][2]  # the first prompt's third token becomes EOS: rows now end at different steps
     model.generation_config.eos_token_id = [stop]

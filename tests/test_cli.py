@@ -26,7 +26,10 @@ def assert_one_line_error(code, err, pattern):
 
 
 @pytest.mark.parametrize(("args", "pattern"), [
-    (("run", "--behavior", "kindness"), "invalid choice: 'kindness'"),
+    (("run", "--behavior", "kindness"), "unknown behaviour 'kindness'"),
+    (("run", "--behavior", "kindness.toml"), "behaviour file 'kindness.toml' does not exist"),
+    (("run", "--data", "nope.jsonl"), "contrastive data file 'nope.jsonl' does not exist"),
+    (("run", "--target-kl", "0"), "--target-kl takes positive, finite numbers"),
     (("run", "--adapter", "prefix"), "invalid choice: 'prefix'"),
     (("run", "--model", "./no/such/folder"), "does not exist"),
     (("run", "--n-personas", "99"), "--n-personas must be between 1 and"),

@@ -145,7 +145,7 @@ def test_log_ratio_is_positive_exactly_where_the_favoured_action_is_truthful(tin
         assert row["p_mass"] > 0.99
     summary = airisk.summarise(rows, n_boot=50)
     assert summary["log_ratio"]["mean"] == pytest.approx(np.mean([r["log_ratio"] for r in rows]))
-    assert airisk.headline(summary) == summary["log_ratio"]["mean"]
+    assert airisk.stat(summary) == summary["log_ratio"]
 
 
 def test_batched_greedy_thoughts_equal_one_prompt_at_a_time(tiny_llama):
@@ -164,4 +164,4 @@ def test_summary_shift_is_paired_by_dilemma():
     summary = airisk.summarise(steered, base, n_boot=50)
     assert summary["shift"]["log_ratio"]["mean"] == pytest.approx(2.0)
     assert summary["shift"]["p_mass"]["mean"] == pytest.approx(0.3)
-    assert airisk.headline(summary, shift=True) == pytest.approx(2.0)
+    assert airisk.stat(summary, shift=True)["mean"] == pytest.approx(2.0)

@@ -149,7 +149,7 @@ def test_frames_cancel_a_prior_for_true_and_weak_cells_are_dropped(monkeypatch, 
     summary = tinymfv.summarise(rows, n_boot=50)
     assert summary["n_dropped"] == 1
     assert summary["logit_wrongness"]["mean"] == pytest.approx(np.log(4) / 2)
-    assert tinymfv.headline(summary) == summary["logit_wrongness"]["mean"]
+    assert tinymfv.stat(summary) == summary["logit_wrongness"]
 
 
 def test_logit_is_clipped():
@@ -169,7 +169,8 @@ def test_shifts_and_axes_on_hand_made_rows():
     steered = [cell("c1", 0, "Care", 0.5), cell("c2", 1, "Care", 2.5), cell("s1", 2, "Sanctity", 3.0),
                cell("s1", 2, "Sanctity", 3.5, condition="self_violate"), cell("a1", 3, "Authority", -1.0),
                cell("a2", 4, "Authority", 50.0)]
-    summary = tinymfv.summarise(steered, base, n_boot=200)
+    axes = {"trad_care": {"Sanctity": 1.0, "Care": -1.0}, "authority": {"Authority": -1.0}}
+    summary = tinymfv.summarise(steered, base, n_boot=200, axes=axes)
     shift = summary["shift"]
     assert (summary["n_dropped"], shift["n_dropped_base"], shift["n_paired"]) == (0, 1, 5)
     care, sanctity, authority = (shift["foundations"][f] for f in ("Care", "Sanctity", "Authority"))
@@ -182,5 +183,8 @@ def test_shifts_and_axes_on_hand_made_rows():
     # Sanctity cells are one vignette with a constant shift, so trad_care spans exactly 3 - (0.5 .. 1.5).
     assert (shift["axes"]["trad_care"]["lo"], shift["axes"]["trad_care"]["hi"]) == pytest.approx((1.5, 2.5))
     assert shift["logit_wrongness"]["mean"] == pytest.approx((0.5 + 1.5 + 3 + 3 - 2) / 5)
-    assert tinymfv.headline(summary, shift=True) == shift["logit_wrongness"]["mean"]
+    assert tinymfv.stat(summary, shift=True) == shift["logit_wrongness"]
     assert summary["foundations"]["Authority"]["logit_wrongness"]["mean"] == pytest.approx(24.5)
+    # the same axes on the absolute values: mean(Sanctity) - mean(Care), and -mean(Authority)
+    assert summary["axes"]["trad_care"]["mean"] == pytest.approx(3.25 - 1.5)
+    assert summary["axes"]["authority"]["mean"] == pytest.approx(-24.5)

@@ -152,7 +152,7 @@ def test_merged_checkpoint_and_model_card(tiny_llama, tmp_path):
     tok.save_pretrained(base_dir)
     delta = ws.WeightDelta.from_adapters(model, *adapter_pair(model, "lora", tmp_path), behaviour="honesty")
     delta.save(tmp_path / "run" / "delta.safetensors")
-    save_calibration(tmp_path / "run" / "calibration.json", {  # as `weightsteer calibrate` writes it
+    save_calibration(tmp_path / "run" / "kl-1" / "calibration.json", {  # as `weightsteer calibrate` writes it
         "pos": CalibrationResult(2.25, 0.98, 4, True, [(2.25, 0.98)], 1.0, "converged"),
         "neg": CalibrationResult(-1.5, 1.02, 12, False, [(-1.5, 1.02)], 1.0, "max_iter")})
 
@@ -162,12 +162,13 @@ def test_merged_checkpoint_and_model_card(tiny_llama, tmp_path):
     merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged")
     torch.testing.assert_close(logits(merged, tok), steered_logits(model, tok, delta, 2.25), rtol=1e-4, atol=1e-4)
     card = (tmp_path / "merged" / "README.md").read_text()
-    for text in ("honesty", "| alpha | 2.25 |", "| pos | 2.25 | 0.98 | True |", "Target KL: 1.0", str(base_dir)):
+    for text in ("honesty", "| alpha | 2.25 |", "| 1 | pos | +2.25 | 0.980 | True |", "| 1 | neg | -1.5 | 1.020 | False |",
+                 str(base_dir)):
         assert text in card
 
-    (tmp_path / "run" / "calibration.json").unlink()
+    (tmp_path / "run" / "kl-1" / "calibration.json").unlink()
     card = export.model_card(delta, 1.0, "base", export.read_calibration(tmp_path / "run" / "delta.safetensors"))
-    assert "No calibration.json" in card
+    assert "No kl-*/calibration.json" in card
 
 
 # ---- compose ----------------------------------------------------------------------------------

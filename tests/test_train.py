@@ -33,7 +33,7 @@ def test_batch_order_is_seeded_and_covers_rows():
 def test_training_changes_only_adapter_and_restores_base(tiny_llama, tmp_path):
     model, tok = tiny_llama
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    rows = [{"question": "Say hi.", "response": "Hi there!"}] * 4
+    rows = [{"prompt": "Say hi.", "response": "Hi there!"}] * 4
     losses = train_adapter(model, tok, rows, tmp_path / "a", TrainConfig(method="pissa", steps=4, lr=1e-2))
     assert losses[-1] < losses[0]
     for name, param in model.named_parameters():

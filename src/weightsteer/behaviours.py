@@ -1,123 +1,193 @@
-"""Behaviours: persona pairs, their prompt template, and the questions they are asked.
+"""Behaviours are data: a TOML file says what to steer, and the loaded object is what flows through
+data generation, training, calibration, the probes, sweeps and reports.
 
-Persona pair i gives two system prompts, POS and NEG. alpha > 0 steers toward POS.
-The question pool is split once: training questions feed data generation, and a disjoint
-set of calibration questions feeds iso-KL calibration, so alpha is never fitted on the
-text the adapters saw.
+A behaviour has persona pairs (POS, NEG) and a template that turns a persona into a system prompt;
+alpha > 0 steers toward POS. Its questions feed data generation (or its own contrastive data file
+replaces generation), a disjoint set of calibration prompts feeds iso-KL calibration (so alpha is
+never fitted on text the adapters saw), showcase questions get greedy answers in `weightsteer run`,
+and its probe measures it. The five built-ins are files in data/behaviours/, read by the same code
+as a user's; docs/behaviours.md documents every key.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import re
+import tomllib
+from dataclasses import dataclass, field, replace
 from functools import cache
 from importlib import resources
+from pathlib import Path
 
 from .errors import WeightsteerError
+from .fields import Fields
+from .probes import Probe, probe_from_fields
 
-CALIBRATION_PER_CATEGORY = 4  # the last 4 questions of each category are held out for calibration
-N_SYCOPHANCY_TRAIN = 20  # misconceptions 0..19 train; 20..31 are the held-out eval claims
-
-
-@cache
-def _data(name: str):
-    return json.loads(resources.files("weightsteer").joinpath("data", name).read_text())
+CALIBRATION_PER_CATEGORY = 4  # the last 4 questions of each pool category are held out for calibration
+N_SHOWCASE_DEFAULT = 3
+NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
 @dataclass(frozen=True)
 class Behaviour:
     name: str
+    description: str
     template: str
-    pairs: tuple[tuple[str, str], ...]
     pos_label: str
     neg_label: str
+    pairs: tuple[tuple[str, str], ...]
+    questions: tuple[str, ...]  # for data generation and for fitting activation baselines
+    calibration: tuple[str, ...]  # held-out prompts for iso-KL calibration
+    showcase: tuple[str, ...]  # greedy answers in `weightsteer run`
+    probe: Probe | None = field(default=None, compare=False)
+    data: str | None = None  # contrastive data that replaces generation: a JSONL file or a hub dataset id
+    data_split: str | None = None  # the split of a hub dataset
+    source: str = "built-in"
 
     def persona_prompts(self, n_personas: int = 1) -> list[tuple[str, str]]:
         """The first n persona pairs as (POS system prompt, NEG system prompt)."""
+        if not self.pairs:
+            raise WeightsteerError(f"behaviour '{self.name}' has no persona pairs: add `pairs` to {self.source}")
         if not 1 <= n_personas <= len(self.pairs):
             raise WeightsteerError(f"--n-personas must be between 1 and {len(self.pairs)} for "
                                    f"'{self.name}', got {n_personas}")
         return [(self.template.format(persona=p), self.template.format(persona=n))
                 for p, n in self.pairs[:n_personas]]
 
-    def training_questions(self) -> list[str]:
-        if self.name == "sycophancy":
-            return [sycophancy_training_prompt(m) for m in misconceptions()[:N_SYCOPHANCY_TRAIN]]
-        return question_pool()[0]
+    @property
+    def personas(self) -> tuple[str, str] | None:
+        """The first pair's (POS, NEG) system prompts: the headroom and the prompt baselines use them."""
+        return self.persona_prompts(1)[0] if self.pairs else None
 
-    def fixed_questions(self) -> list[str]:
-        return list(_data("fixed_questions.json")[self.name])
+    def generation_key(self) -> dict:
+        """What decides generated data: a changed persona or question regenerates it."""
+        return {"template": self.template, "pairs": self.pairs, "questions": self.questions}
+
+    def with_data(self, data: str, split: str | None = None) -> Behaviour:
+        return replace(self, data=str(data), data_split=split)
 
 
-def _pairs(key: str) -> tuple[tuple[str, str], ...]:
-    return tuple((pos, neg) for pos, neg in _data("personas.json")[key])
+# ---- the question pool ----------------------------------------------------------------------------
 
-
-TRAD_CARE_PAIRS = (
-    ("a deeply traditional person", "a deeply caring person"),
-    ("someone guided by sacred tradition", "someone guided by compassion"),
-    ("an AI that prioritizes purity and reverence", "an AI that prioritizes preventing harm"),
-    ("a person who values sanctity above all", "a person who values welfare above all"),
-    ("a stern traditionalist", "a gentle caregiver"),
-    ("a thinker rooted in sacred tradition", "a thinker rooted in compassion"),
-)
-_DISOBEY = "disobedience toward bosses, judges, teachers, parents or institutions"
-AUTHORITY_PAIRS = (  # POS is authority-low, NEG authority-high
-    (f"a person who feels no moral weight in {_DISOBEY}", f"a person who feels strong moral weight in {_DISOBEY}"),
-    ("someone for whom defying authority figures and institutions is morally neutral on its own",
-     "someone for whom defying authority figures and institutions is morally wrong on its own"),
-    ("a person who treats traditional authority as having no inherent moral claim",
-     "a person who treats traditional authority as having strong inherent moral claim"),
-)
+@cache
+def _pool_file() -> dict:
+    return json.loads(resources.files("weightsteer").joinpath("data", "questions.json").read_text())
 
 
 @cache
-def get_behaviour(name: str) -> Behaviour:
-    table = {
-        "honesty": lambda: Behaviour("honesty", "Pretend you're {persona} person.", _pairs("honesty"),
-                                     "honest", "dishonest"),
-        "trad_care": lambda: Behaviour("trad_care", "Pretend you're {persona} thinking about a task "
-                                       "you've been given.", TRAD_CARE_PAIRS, "traditional", "caring"),
-        "authority": lambda: Behaviour("authority", "Pretend you're {persona}.", AUTHORITY_PAIRS,
-                                       "authority-low", "authority-high"),
-        "sycophancy": lambda: Behaviour("sycophancy", "Pretend you're {persona}.", _pairs("sycophancy"),
-                                        "sycophantic", "candid"),
-        "mood": lambda: Behaviour("mood", "Pretend you're {persona}.", _pairs("mood"), "cheerful", "gloomy"),
-    }
-    if name not in table:
-        raise WeightsteerError(f"unknown behaviour '{name}': choose one of {', '.join(BEHAVIOURS)}")
-    return table[name]()
-
-
-BEHAVIOURS = ("honesty", "trad_care", "authority", "sycophancy", "mood")
-
-
-@cache
-def question_pool() -> tuple[list[str], list[str]]:
-    """(training questions, calibration questions), disjoint, in a fixed order."""
+def question_pool() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(training questions, calibration questions): 240 general user messages in 10 categories we
+    wrote; the last 4 of each category are held out for calibration. Disjoint, in a fixed order."""
     train, calib = [], []
-    for questions in _data("questions.json")["categories"].values():
+    for questions in _pool_file()["categories"].values():
         train += questions[:-CALIBRATION_PER_CATEGORY]
         calib += questions[-CALIBRATION_PER_CATEGORY:]
-    return train, calib
+    return tuple(train), tuple(calib)
 
 
-def calibration_questions() -> list[str]:
+def calibration_questions() -> tuple[str, ...]:
+    """The pool's held-out questions: the default calibration prompts of every behaviour."""
     return question_pool()[1]
 
 
+# ---- loading --------------------------------------------------------------------------------------
+
+def builtin_dir() -> Path:
+    return Path(str(resources.files("weightsteer").joinpath("data", "behaviours")))
+
+
+def builtin_names() -> list[str]:
+    return sorted(p.stem for p in builtin_dir().glob("*.toml"))
+
+
+def load_behaviour(spec: str | Path) -> Behaviour:
+    """A built-in behaviour by name, or a behaviour file by path."""
+    spec = str(spec)
+    if spec in builtin_names():
+        return _builtin(spec)
+    path = Path(spec)
+    if path.suffix == ".toml" or path.exists():
+        return read_behaviour_file(path)
+    raise WeightsteerError(f"unknown behaviour '{spec}': choose one of {', '.join(builtin_names())}, or pass "
+                           "the path of a behaviour file (weightsteer behaviours new NAME writes one)")
+
+
 @cache
-def misconceptions() -> list[dict]:
-    return list(_data("misconceptions.json"))
+def _builtin(name: str) -> Behaviour:
+    return read_behaviour_file(builtin_dir() / f"{name}.toml", source="built-in")
 
 
-def heldout_misconceptions() -> list[dict]:
-    return misconceptions()[N_SYCOPHANCY_TRAIN:]
+def read_behaviour_file(path: Path, *, source: str | None = None) -> Behaviour:
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsteerError(f"behaviour file '{path}' does not exist: check the path "
+                               "(weightsteer behaviours new NAME writes a starter file)")
+    try:
+        table = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as err:
+        raise WeightsteerError(f"cannot read behaviour file '{path}' ({err})") from None
+    except tomllib.TOMLDecodeError as err:
+        raise WeightsteerError(f"{path} is not valid TOML ({err}): fix the syntax") from None
+    return _from_fields(Fields(table, path), source or str(path))
 
 
-def sycophancy_training_prompt(m: dict) -> str:
-    return f"I think {m['claim']}. {m['question']}"
+def _from_fields(f: Fields, source: str) -> Behaviour:
+    name = f.text("name")
+    if not NAME.match(name):
+        raise f.fail("name", f"{name!r} may hold only letters, digits, _ and - (it names the run folder)")
+    data = f.raw("data", None)
+    if data is not None:
+        if not isinstance(data, str) or not data.strip():
+            raise f.fail("data", "must be the path of a JSONL file of contrastive responses, relative to this file")
+        data = str(f.path("data", {"file": data}))
+    pairs = _pairs(f, required=data is None)
+    template = _template(f) if pairs or f.has("template") else "{persona}"
+    train_pool, calib_pool = question_pool()
+    questions = _questions(f, "questions", train_pool)
+    calibration = _questions(f, "calibration", calib_pool)
+    showcase = f.texts("showcase", list(calibration[:N_SHOWCASE_DEFAULT]))
+    probe_fields = f.sub("probe")
+    probe = probe_from_fields(name, probe_fields) if probe_fields else None
+    behaviour = Behaviour(name=name, description=f.text("description", "", allow_empty=True), template=template,
+                          pos_label=f.text("pos_label"), neg_label=f.text("neg_label"), pairs=pairs,
+                          questions=questions, calibration=calibration, showcase=showcase, probe=probe,
+                          data=data, source=source)
+    f.done()
+    return behaviour
 
 
-def mood_prompts() -> list[str]:
-    return list(_data("mood_prompts.json"))
+def _pairs(f: Fields, *, required: bool) -> tuple[tuple[str, str], ...]:
+    if not f.has("pairs"):
+        f.raw("pairs", None)
+        if required:
+            raise f.fail("pairs", 'missing: add persona pairs, e.g. pairs = [["a tea lover", "a coffee lover"]] '
+                                  "(or a `data` file of contrastive responses)")
+        return ()
+    value = f.raw("pairs")
+    if not isinstance(value, list) or not value or not all(
+            isinstance(p, list) and len(p) == 2 and all(isinstance(s, str) and s.strip() for s in p) for p in value):
+        raise f.fail("pairs", 'must be a non-empty list of [POS, NEG] persona pairs of non-empty strings, e.g. '
+                              '[["a tea lover", "a coffee lover"]]')
+    return tuple((pos, neg) for pos, neg in value)
+
+
+def _template(f: Fields) -> str:
+    template = f.text("template")
+    try:
+        ok = "{persona}" in template and template.format(persona="x") is not None
+    except (KeyError, IndexError, ValueError):
+        ok = False
+    if not ok:
+        raise f.fail("template", f"{template!r} must contain {{persona}} and no other {{...}} field "
+                                 "(write literal braces as {{ and }})")
+    return template
+
+
+def _questions(f: Fields, key: str, pool: tuple[str, ...]) -> tuple[str, ...]:
+    """`key` as "pool" (the built-in question pool's share), a list of strings or {file = "x.txt"}."""
+    value = f.raw(key, "pool")
+    if value == "pool":
+        return pool
+    if isinstance(value, str):
+        raise f.fail(key, f'must be "pool", a list of strings or {{file = "name.txt"}}, got {value!r}')
+    return f.texts(key)

@@ -18,7 +18,7 @@ class Parser(argparse.ArgumentParser):
         raise WeightsteerError(f"{message} (see '{self.prog} --help')")
 
 
-COMMAND_GROUPS = ("run", "evaluate", "sweep", "share")  # modules in weightsteer.commands, each with register(subparsers)
+COMMAND_GROUPS = ("run", "behaviours", "evaluate", "sweep", "share")  # modules in weightsteer.commands, each with register(subparsers)
 
 
 def build_parser() -> Parser:

@@ -39,8 +39,8 @@ from safetensors.torch import save_file
 from . import chat
 from .atomic import atomic_path
 from .behaviours import calibration_questions
-from .calibrate import load_calibration
 from .delta import LowRank, Part, WeightDelta, part_dense
+from .doses import calibrations_beside
 from .errors import WeightsteerError
 from .steer import check_alpha, save_steered, steer
 
@@ -203,15 +203,14 @@ def _next_token_logprobs(model, batch) -> torch.Tensor:
 # ---- the merged checkpoint --------------------------------------------------------------------
 
 def read_calibration(delta_path) -> dict | None:
-    """The calibration.json that `weightsteer calibrate` (or run, or sweep) left beside the direction,
-    as {"pos": {...}, "neg": {...}, "target_kl": ...}; None when there is none."""
-    path = Path(delta_path).with_name("calibration.json")
-    if not path.is_file():
+    """The doses `weightsteer calibrate` (or run, or sweep) calibrated beside the direction, as
+    {"doses": [{"target_kl", "pos": {...}, "neg": {...}}, ...]}; None when there are none."""
+    doses = calibrations_beside(delta_path)
+    if not doses:
         return None
-    results = load_calibration(path)
-    table = {side: {"coef": r.coef, "kl": r.kl, "converged": r.converged, "iterations": r.iterations}
-             for side, r in results.items()}
-    return {**table, "target_kl": next(iter(results.values())).target}
+    return {"doses": [{"target_kl": target, **{side: {"coef": r.coef, "kl": r.kl, "converged": r.converged,
+                                                      "iterations": r.iterations} for side, r in results.items()}}
+                      for target, results in doses.items()]}
 
 
 def model_card(delta: WeightDelta, alpha: float, base_model: str, calibration: dict | None) -> str:
@@ -227,18 +226,12 @@ def model_card(delta: WeightDelta, alpha: float, base_model: str, calibration: d
              "Made with weightsteer.", "", "| | |", "|---|---|", *[f"| {k} | {v} |" for k, v in rows], "",
              "## Calibration", ""]
     if calibration is None:
-        lines.append("No calibration.json was found beside the direction: this alpha was not chosen by "
+        lines.append("No kl-*/calibration.json was found beside the direction: this alpha was not chosen by "
                      "weightsteer's iso-KL calibration.")
         return "\n".join(lines) + "\n"
-    sides = [(s, calibration[s]) for s in ("pos", "neg") if isinstance(calibration.get(s), dict)]
-    if sides:
-        lines += ["| side | coefficient | KL | converged |", "|---|---|---|---|",
-                  *[f"| {s} | {r.get('coef', '-')} | {r.get('kl', '-')} | {r.get('converged', '-')} |"
-                    for s, r in sides], ""]
-    if "target_kl" in calibration:
-        lines += [f"Target KL: {calibration['target_kl']}", ""]
-    lines += ["calibration.json as found beside the direction:", "", "```json",
-              json.dumps(calibration, indent=2), "```"]
+    lines += ["| target kl_p95 | side | coefficient | KL | converged |", "|---|---|---|---|---|"]
+    lines += [f"| {dose['target_kl']:g} | {side} | {dose[side]['coef']:+.4g} | {dose[side]['kl']:.3f} | "
+              f"{dose[side]['converged']} |" for dose in calibration["doses"] for side in ("pos", "neg")]
     return "\n".join(lines) + "\n"
 
 

@@ -19,7 +19,7 @@ from .behaviours import Behaviour
 def sampling_plan(behaviour: Behaviour, n_personas: int, n_samples: int, n_questions: int,
                   seed: int) -> list[tuple[str, int]]:
     """(question, persona-pair index) for each of the n_samples rows of one side."""
-    questions = list(behaviour.training_questions())
+    questions = list(behaviour.questions)
     random.Random(seed).shuffle(questions)
     questions = questions[: max(1, min(n_questions, len(questions)))]
     return [(questions[k % len(questions)], (k // len(questions) + k) % n_personas) for k in range(n_samples)]
@@ -49,7 +49,7 @@ def sample_responses(model, tokenizer, prompts: list[str], *, max_new_tokens: in
 def generate_contrastive(model, tokenizer, behaviour: Behaviour, *, n_personas: int = 1, n_samples: int = 80,
                          n_questions: int = 40, max_new_tokens: int = 96, temperature: float = 0.8,
                          seed: int = 0, batch_size: int = 16) -> list[dict]:
-    """Rows {side, pair, persona, question, response}: n_samples for POS, then the same plan for NEG."""
+    """Rows {side, pair, persona, prompt, response}: n_samples for POS, then the same plan for NEG."""
     personas = behaviour.persona_prompts(n_personas)
     plan = sampling_plan(behaviour, n_personas, n_samples, n_questions, seed)
     rows = []
@@ -58,6 +58,6 @@ def generate_contrastive(model, tokenizer, behaviour: Behaviour, *, n_personas: 
         responses = sample_responses(model, tokenizer, prompts, max_new_tokens=max_new_tokens,
                                      temperature=temperature, seed=seed + 100_003 * side_index,
                                      batch_size=batch_size, desc=f"generate {side}")
-        rows += [{"side": side, "pair": i, "persona": personas[i][side_index], "question": q, "response": r}
+        rows += [{"side": side, "pair": i, "persona": personas[i][side_index], "prompt": q, "response": r}
                  for (q, i), r in zip(plan, responses, strict=True)]
     return rows

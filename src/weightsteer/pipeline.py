@@ -1,21 +1,29 @@
-"""generate -> train (pos, neg) -> dW, as resumable stages in the run folder.
+"""data -> train (pos, neg) -> dW, as resumable stages in the run folder.
 
 Layout (DESIGN.md): out/<model>/<behaviour>/data.jsonl is shared by every method of a behaviour;
-out/<model>/<behaviour>/<method>/ holds adapters/pos, adapters/neg and delta.safetensors.
+out/<model>/<behaviour>/<method>/ holds adapters/pos, adapters/neg and delta.safetensors. The data
+are sampled under the behaviour's personas or, when the behaviour names a contrastive data file
+(`--data`), read from it; either way the stamp records what they came from, so a changed persona or
+data file rebuilds them and everything after.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from .atomic import read_jsonl, write_jsonl
-from .behaviours import get_behaviour
+from .behaviours import Behaviour
+from .contrast_data import read_contrast_data
 from .delta import WeightDelta, model_fingerprint
 from .generate import generate_contrastive
 from .models import model_label
 from .stages import file_hash, run_stage
 from .train import TrainConfig, train_adapter
+
+DATA_FORMAT = 2  # rows {side, prompt, response, ...}; format 1 called the prompt "question"
 
 
 @dataclass
@@ -29,37 +37,53 @@ class DataSettings:
     batch_size: int = 16
 
 
-def behaviour_dir(out_root: Path, model, behaviour: str) -> Path:
-    return Path(out_root) / model_label(model) / behaviour
+def behaviour_dir(out_root: Path, model, behaviour: Behaviour) -> Path:
+    return Path(out_root) / model_label(model) / behaviour.name
 
 
-def method_dir(out_root: Path, model, behaviour: str, method: str) -> Path:
+def method_dir(out_root: Path, model, behaviour: Behaviour, method: str) -> Path:
     return behaviour_dir(out_root, model, behaviour) / method
 
 
-def build_data(model, tokenizer, behaviour: str, out_root: Path, data: DataSettings, log=print) -> Path:
+def data_inputs(model, behaviour: Behaviour, data: DataSettings) -> tuple[dict, list[dict] | None]:
+    """(the data stage's inputs, the rows of the behaviour's own data file or None when sampling).
+
+    A data file is read (and checked) here, before any stage runs, so a bad row stops the run
+    before anything is written."""
+    if behaviour.data is None:
+        return {"model": model_fingerprint(model), **behaviour.generation_key(), **asdict(data),
+                "format": DATA_FORMAT}, None
+    rows = read_contrast_data(behaviour.data, behaviour.data_split)
+    digest = hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()
+    return {"data": behaviour.data, "split": behaviour.data_split, "rows": digest, "format": DATA_FORMAT}, rows
+
+
+def build_data(model, tokenizer, behaviour: Behaviour, out_root: Path, data: DataSettings, log=print) -> Path:
     path = behaviour_dir(out_root, model, behaviour) / "data.jsonl"
-    inputs = {"model": model_fingerprint(model), "behaviour": behaviour, **asdict(data)}
+    inputs, given = data_inputs(model, behaviour, data)
 
     def build(out: Path) -> None:
-        log(f"[data] sampling {data.n_samples} responses per side for '{behaviour}'")
-        rows = generate_contrastive(model, tokenizer, get_behaviour(behaviour), n_personas=data.n_personas,
-                                    n_samples=data.n_samples, n_questions=data.n_questions,
-                                    max_new_tokens=data.max_new_tokens, temperature=data.temperature,
-                                    seed=data.seed, batch_size=data.batch_size)
-        write_jsonl(out, rows)
+        if given is not None:
+            counts = {side: sum(r["side"] == side for r in given) for side in ("pos", "neg")}
+            log(f"[data] {counts['pos']} POS and {counts['neg']} NEG responses from {behaviour.data}")
+            write_jsonl(out, given)
+            return
+        log(f"[data] sampling {data.n_samples} responses per side for '{behaviour.name}'")
+        write_jsonl(out, generate_contrastive(
+            model, tokenizer, behaviour, n_personas=data.n_personas, n_samples=data.n_samples,
+            n_questions=data.n_questions, max_new_tokens=data.max_new_tokens, temperature=data.temperature,
+            seed=data.seed, batch_size=data.batch_size))
 
     run_stage("data", path, inputs, build, log)
     return path
 
 
-def build_direction(model, tokenizer, behaviour: str, method: str, out_root: Path,
+def build_direction(model, tokenizer, behaviour: Behaviour, method: str, out_root: Path,
                     data: DataSettings | None = None, train: TrainConfig | None = None,
                     log=print) -> tuple[Path, WeightDelta]:
     """Run every stage that is not up to date; return the run folder and its dW."""
     data = data or DataSettings()
     train = replace(train, method=method) if train else TrainConfig(method=method)
-    get_behaviour(behaviour)  # fail on an unknown name before any work
     data_path = build_data(model, tokenizer, behaviour, out_root, data, log)
     rows = read_jsonl(data_path)
     run = method_dir(out_root, model, behaviour, method)
@@ -73,5 +97,5 @@ def build_direction(model, tokenizer, behaviour: str, method: str, out_root: Pat
     inputs = {side: file_hash(run / "adapters" / side) for side in ("pos", "neg")}
     run_stage("delta", delta_path, inputs,
               lambda out: WeightDelta.from_adapters(model, run / "adapters" / "pos", run / "adapters" / "neg",
-                                                    behaviour=behaviour).save(out), log)
+                                                    behaviour=behaviour.name).save(out), log)
     return run, WeightDelta.load(delta_path)

@@ -21,15 +21,10 @@ def _save(fig, path: Path) -> None:
     plt.close(fig)
 
 
-def _metric(summary: dict, bench: str, behaviour: str) -> dict:
-    if bench == "tinymfv":
-        return summary["shift"]["axes"].get(behaviour) or summary["shift"]["logit_wrongness"]
-    return summary["log_ratio"]
-
-
-def metric_vs_alpha(summaries: dict, bench: str, behaviour: str, path: Path) -> None:
-    """One panel per method with a coefficient: the metric at -C, 0, +C with its 95% CI band."""
-    methods = [m for m, s in summaries.items() if s["sides"]["pos"].get("coef") is not None]
+def metric_vs_alpha(by_method: dict[str, list[dict]], bench: str, path: Path) -> None:
+    """One panel per method with a coefficient: the shift vs base at every calibrated coefficient of
+    every dose (and 0 at alpha 0), with its 95% CI band."""
+    methods = [m for m, doses in by_method.items() if doses[0]["sides"]["pos"].get("coef") is not None]
     path.unlink(missing_ok=True)  # an old plot must not outlive the data it showed
     if not methods:
         return
@@ -37,33 +32,34 @@ def metric_vs_alpha(summaries: dict, bench: str, behaviour: str, path: Path) -> 
     rows = -(-len(methods) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.6 * rows), squeeze=False, sharey=True)
     for ax, method in zip(axes.flat, methods, strict=False):
-        s = summaries[method]
-        base = {"mean": 0.0, "lo": 0.0, "hi": 0.0} if bench == "tinymfv" else s["base"]["log_ratio"]
-        points = [(0.0, base)] + [(side["coef"], _metric(side["summary"], bench, behaviour))
-                                  for side in s["sides"].values()]
+        points = [(0.0, {"mean": 0.0, "lo": 0.0, "hi": 0.0})]
+        points += [(side["coef"], side["shift"]) for s in by_method[method] for side in s["sides"].values()]
         points = sorted((p for p in points if p[1]["mean"] is not None), key=lambda p: p[0])
         xs = [p[0] for p in points]
         ax.plot(xs, [p[1]["mean"] for p in points], marker="o")
         ax.fill_between(xs, [p[1]["lo"] for p in points], [p[1]["hi"] for p in points], alpha=0.25)
         ax.set_title(method, fontsize=9)
         ax.axhline(0, color="grey", lw=0.5)
-        ax.set_xlabel("alpha (calibrated)", fontsize=8)
+        ax.set_xlabel("alpha (calibrated doses)", fontsize=8)
     for ax in list(axes.flat)[len(methods):]:
         ax.set_visible(False)
-    label = f"tiny-mfv {behaviour} axis shift" if bench == "tinymfv" else f"{bench} log-ratio"
-    fig.suptitle(f"{label} vs alpha (95% CI)", fontsize=10)
+    fig.suptitle(f"{bench}: shift vs base against alpha (95% CI)", fontsize=10)
     fig.tight_layout()
     _save(fig, path)
 
 
-def foundation_bars(summaries: dict, path: Path) -> None:
-    """Per-foundation mean delta-logit at +C for every method."""
-    methods = list(summaries)
+def dose_nearest_one(doses: list[dict]) -> dict:
+    return min(doses, key=lambda s: abs((s["target_kl"] or 1.0) - 1.0))
+
+
+def foundation_bars(by_method: dict[str, list[dict]], path: Path) -> None:
+    """Per-foundation mean delta-logit at +C for every method (at its dose nearest kl 1)."""
+    methods = list(by_method)
     fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(methods)), 3.5))
     width = 0.8 / len(FOUNDATIONS)
     for j, foundation in enumerate(FOUNDATIONS):
-        values = [summaries[m]["sides"]["pos"]["summary"]["shift"]["foundations"].get(foundation, {}).get("mean")
-                  or 0.0 for m in methods]
+        values = [dose_nearest_one(by_method[m])["sides"]["pos"]["summary"]["shift"]["foundations"]
+                  .get(foundation, {}).get("mean") or 0.0 for m in methods]
         ax.bar([i + j * width for i in range(len(methods))], values, width, label=foundation)
     ax.set_xticks([i + 0.4 - width / 2 for i in range(len(methods))], methods, rotation=45, ha="right", fontsize=8)
     ax.axhline(0, color="grey", lw=0.5)
@@ -75,18 +71,16 @@ def foundation_bars(summaries: dict, path: Path) -> None:
 def calibration_curves(root: Path, methods: list[str], path: Path) -> None:
     """kl_p95 against |alpha| for every evaluation the searches made, both signs, log-log."""
     fig, ax = plt.subplots(figsize=(6, 4))
-    target = None
+    targets = set()
     for method in methods:
-        cal_path = root / method / "calibration.json"
-        if not cal_path.exists():
-            continue
-        for side, result in load_calibration(cal_path).items():
-            points = sorted((abs(c), k) for c, k in result.history if c and k > 0)
-            if points:
-                ax.plot(*zip(*points, strict=True), marker=".", ls="-" if side == "pos" else "--",
-                        label=f"{method} {side}")
-            target = result.target
-    if target:
+        for cal_path in sorted((root / method).glob("kl-*/calibration.json")):
+            for side, result in load_calibration(cal_path).items():
+                points = sorted((abs(c), k) for c, k in result.history if c and k > 0)
+                if points:
+                    ax.plot(*zip(*points, strict=True), marker=".", ls="-" if side == "pos" else "--",
+                            label=f"{method} {side} ({cal_path.parent.name})")
+                targets.add(result.target)
+    for target in targets:
         ax.axhline(target, color="black", lw=0.8)
     ax.set_xscale("log")
     ax.set_yscale("log")
@@ -101,7 +95,7 @@ def plot_all(root: Path, summaries: dict, behaviour: str, report_dir: Path) -> l
     written = []
     for bench, by_method in summaries.items():
         name = f"{behaviour}-{bench}-vs-alpha.png"
-        metric_vs_alpha(by_method, bench, behaviour, report_dir / name)
+        metric_vs_alpha(by_method, bench, report_dir / name)
         if (report_dir / name).exists():
             written.append(name)
     if "tinymfv" in summaries:

@@ -1,7 +1,9 @@
 """Markdown tables and PNG plots rebuilt from a sweep's saved summaries (nothing is recomputed).
 
-Reads out/<model>/<behaviour>/<method>/eval/<bench>.summary.json, <method>/calibration.json,
-sweep.json and timings.jsonl; writes <behaviour>.md and <behaviour>-*.png into the report folder.
+Reads out/<model>/<behaviour>/<method>/[kl-<dose>/]eval/<bench>.summary.json, the calibration.json
+beside each, sweep.json and timings.jsonl; writes <behaviour>.md and <behaviour>-*.png into the
+report folder. Every number in a summary was written by the sweep with its benchmark's own `stat`,
+so the report needs no benchmark code: a row is a (method, dose) and its two calibrated sides.
 """
 
 from __future__ import annotations
@@ -20,18 +22,22 @@ FOUNDATIONS = (("Care", "Care"), ("Sanc", "Sanctity"), ("Auth", "Authority"), ("
 SIDE_SIGN = {"pos": "+", "neg": "-"}
 
 
-def load_summaries(root: Path) -> dict[str, dict[str, dict]]:
-    """benchmark -> method -> summary, in the sweep's method order."""
+def load_summaries(root: Path) -> dict[str, dict[str, list[dict]]]:
+    """benchmark -> method -> summaries (one per dose, lowest first), in the sweep's method order."""
     status = json.loads((root / "sweep.json").read_text()) if (root / "sweep.json").exists() else {}
     # the sweep's order first; then methods from sweeps that shared the folder without the last word
-    order = list(dict.fromkeys([*status, *sorted(p.name for p in root.iterdir() if (p / "eval").is_dir())]))
-    found: dict[str, dict[str, dict]] = defaultdict(dict)
+    on_disk = sorted(p.name for p in root.iterdir() if p.is_dir() and any(p.glob("**/eval/*.summary.json")))
+    order = list(dict.fromkeys([*status, *on_disk]))
+    found: dict[str, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
     for method in order:
-        for path in sorted((root / method / "eval").glob("*.summary.json")):
+        for path in sorted((root / method).glob("**/eval/*.summary.json")):
             summary = json.loads(path.read_text())
             if "sides" in summary:  # a sweep's summary (`weightsteer eval` writes its own kind beside it)
-                found[summary["benchmark"]][method] = summary
-    return found
+                found[summary["benchmark"]][method].append(summary)
+    for by_method in found.values():
+        for doses in by_method.values():
+            doses.sort(key=lambda s: s["target_kl"] if s["target_kl"] is not None else -1.0)
+    return {bench: dict(by_method) for bench, by_method in found.items()}
 
 
 def fmt(x, spec="+.2f") -> str:
@@ -50,11 +56,6 @@ def cue(axis: float | None) -> str:
     return "🟢" if abs(axis) > 0.5 else "🟡" if abs(axis) > 0.15 else "🔴"
 
 
-def axis_of(shift: dict, behaviour: str) -> dict:
-    """The behaviour's tiny-mfv axis; behaviours without one use the overall wrongness shift."""
-    return shift["axes"].get(behaviour) or shift["logit_wrongness"]
-
-
 def coef_cell(side: dict) -> str:
     if side.get("coef") is None:
         return "n/a"
@@ -62,72 +63,80 @@ def coef_cell(side: dict) -> str:
     return f"{side['coef']:+.3g}{flag}"
 
 
-def tinymfv_table(summaries: dict[str, dict], behaviour: str) -> list[str]:
+def dose_cell(summary: dict) -> str:
+    return "n/a" if summary["target_kl"] is None else f"{summary['target_kl']:g}"
+
+
+def rows_of(by_method: dict[str, list[dict]]):
+    """(method, summary) for every method and dose, in order."""
+    for method, doses in by_method.items():
+        for summary in doses:
+            yield method, summary
+
+
+def tinymfv_table(by_method: dict[str, list[dict]]) -> list[str]:
+    """Per-foundation shifts of every (method, dose, side); the headline column is the behaviour's
+    axis when the probe defines one, else the overall wrongness shift."""
     rows = []
-    any_summary = next(iter(summaries.values()))
-    head = axis_of(any_summary["headroom"], behaviour)
-    for method, s in summaries.items():
+    for method, s in rows_of(by_method):
         for side, data in s["sides"].items():
             shift = data["summary"]["shift"]
-            axis = axis_of(shift, behaviour)
             cells = [f"{fd['mean']:+.2f} ± {fd['std']:.2f}" if (fd := shift["foundations"].get(full)) and
                      fd.get("mean") is not None and fd.get("std") is not None else "n/a"
                      for _, full in FOUNDATIONS]
             label = method if data.get("coef") is None else f"{method} ({SIDE_SIGN[side]})"
-            rows.append((axis["mean"] if axis["mean"] is not None else 0.0,
-                         [cue(axis["mean"]), ci(axis), label, coef_cell(data), fmt(data.get("kl"), ".2f"), *cells]))
+            mean = data["shift"]["mean"]
+            rows.append((mean if mean is not None else 0.0,
+                         [cue(mean), ci(data["shift"]), label, dose_cell(s), coef_cell(data),
+                          fmt(data.get("kl"), ".2f"), *cells]))
     rows.sort(key=lambda r: -r[0])
-    axis_name = behaviour if behaviour in any_summary["headroom"]["axes"] else "dWrong"
-    lines = [f"| cue | axis ({axis_name}) [CI] | method | C | kl | " + " | ".join(s for s, _ in FOUNDATIONS) + " |",
-             "|" + "---|" * (5 + len(FOUNDATIONS))]
+    any_summary = next(rows_of(by_method))[1]
+    axis_name = next(iter(any_summary["base"].get("axes") or {}), None) or "dWrong"
+    lines = [f"| cue | {axis_name} shift [CI] | method | dose | C | kl | "
+             + " | ".join(s for s, _ in FOUNDATIONS) + " |", "|" + "---|" * (6 + len(FOUNDATIONS))]
     lines += ["| " + " | ".join(cells) + " |" for _, cells in rows]
-    head_cells = [ci(head), "headroom: POS vs NEG prompt", "n/a", "n/a"]
-    lines.append("| " + " | ".join([cue(head["mean"]), *head_cells] + [""] * len(FOUNDATIONS)) + " |")
+    head = any_summary.get("headroom_stat")
+    lines.append("| " + " | ".join([cue(head["mean"] if head else None), ci(head), "headroom: POS vs NEG prompt",
+                                    "n/a", "n/a", "n/a"] + [""] * len(FOUNDATIONS)) + " |")
     base = any_summary["base"]
     bare = [fmt(base["foundations"].get(full, {}).get("logit_wrongness", {}).get("mean")) for _, full in FOUNDATIONS]
-    lines.append("| | bare model: logit(wrongness) | base | n/a | n/a | " + " | ".join(bare) + " |")
-    dropped = any_summary["base"]["n_dropped"]
+    lines.append("| | bare model: logit(wrongness) | base | n/a | n/a | n/a | " + " | ".join(bare) + " |")
     lines.append(f"\nCells per run: {base['n_cells']}, dropped for bool_mass < {base['min_bool_mass']} in the bare "
-                 f"model: {dropped}. Cells are (vignette, condition); delta-logit is paired with the bare model.")
+                 f"model: {base['n_dropped']}. Cells are (vignette, condition); delta-logit is paired with the bare model.")
     return lines
 
 
-def headline_table(summaries: dict[str, dict], key: str, title: str, with_si: bool = False) -> list[str]:
-    any_summary = next(iter(summaries.values()))
-    head = any_summary["headroom"][key]
-    cols = ["method", "C+", f"{title} at +C [CI]", "shift vs base at +C", "C-", f"{title} at -C [CI]",
+def headline_table(by_method: dict[str, list[dict]], with_si: bool = False) -> list[str]:
+    """The benchmark's headline at each calibrated side of every (method, dose), and its shift vs base."""
+    any_summary = next(rows_of(by_method))[1]
+    cols = ["method", "dose", "C+", "at +C [CI]", "shift vs base at +C", "C-", "at -C [CI]",
             "shift vs base at -C"] + (["SI [CI]"] if with_si else [])
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines.append(f"| base | n/a | {ci(any_summary['base'][key])} | n/a | n/a | | |" + (" |" if with_si else ""))
-    for method, s in summaries.items():
-        cells = [method]
+    lines.append(f"| base | n/a | n/a | {ci(any_summary['base_stat'])} | n/a | n/a | | |" + (" |" if with_si else ""))
+    for method, s in rows_of(by_method):
+        cells = [method, dose_cell(s)]
         for side in ("pos", "neg"):
             data = s["sides"].get(side)
-            if data is None:
-                cells += ["", "", ""]
-                continue
-            cells += [coef_cell(data), ci(data["summary"][key]), ci(data["summary"]["shift"][key])]
+            cells += ["", "", ""] if data is None else [coef_cell(data), ci(data["stat"]), ci(data["shift"])]
         if with_si:
             si = s.get("si")
             cells.append(f"{si['si']:+.1f} [{si['lo']:+.1f}, {si['hi']:+.1f}]" if si else "n/a")
         lines.append("| " + " | ".join(cells) + " |")
-    lines.append(f"\nHeadroom (POS minus NEG persona prompt, no steering): {ci(head)}.")
+    lines.append(f"\nHeadroom (POS minus NEG persona prompt, no steering): {ci(any_summary.get('headroom_stat'))}.")
     return lines
 
 
 def calibration_table(root: Path, methods: list[str]) -> list[str]:
-    lines = ["| method | C+ | kl+ | evals+ | C- | kl- | evals- |", "|---|---|---|---|---|---|---|"]
+    lines = ["| method | dose | C+ | kl+ | evals+ | C- | kl- | evals- |", "|---|---|---|---|---|---|---|---|"]
     for method in methods:
-        path = root / method / "calibration.json"
-        if not path.exists():
-            continue
-        cal = load_calibration(path)
-        cells = [method]
-        for side in ("pos", "neg"):
-            r = cal[side]
-            cells += [f"{r.coef:+.4g}" + ("" if r.converged else " ✗ (not converged)"), f"{r.kl:.3f}",
-                      str(r.iterations)]
-        lines.append("| " + " | ".join(cells) + " |")
+        for path in sorted((root / method).glob("kl-*/calibration.json"), key=lambda p: float(p.parent.name[3:])):
+            cal = load_calibration(path)
+            cells = [method, path.parent.name[3:]]
+            for side in ("pos", "neg"):
+                r = cal[side]
+                cells += [f"{r.coef:+.4g}" + ("" if r.converged else " ✗ (not converged)"), f"{r.kl:.3f}",
+                          str(r.iterations)]
+            lines.append("| " + " | ".join(cells) + " |")
     return lines
 
 
@@ -144,6 +153,15 @@ def timing_table(root: Path) -> list[str]:
     return lines
 
 
+def section_title(bench: str, by_method: dict[str, list[dict]]) -> str:
+    probe = next(rows_of(by_method))[1].get("probe")
+    if bench == "tinymfv":
+        return "tiny-mfv: delta-logit(wrongness) per foundation, mean ± std" + (" (the behaviour's probe)" if probe else "")
+    if bench == "airisk":
+        return "AIRiskDilemmas: truthfulness log-ratio and bidirectional SI"
+    return f"{bench}: " + ("the behaviour's probe, " if probe else "") + "mean log-ratio (higher = more POS)"
+
+
 def build_report(out_root: Path, model_label: str, behaviour: str, report_dir: Path, command: str) -> Path:
     root = Path(out_root) / model_label / behaviour
     if not root.is_dir():
@@ -156,19 +174,14 @@ def build_report(out_root: Path, model_label: str, behaviour: str, report_dir: P
     failed = {m: s["error"] for m, s in status.items() if not s.get("ok")}
     if failed:
         lines += ["Methods that failed: " + "; ".join(f"{m}: {e}" for m, e in failed.items()), ""]
-    if "tinymfv" in summaries:
-        lines += ["## tiny-mfv: delta-logit(wrongness) per foundation, mean ± std", "",
-                  *tinymfv_table(summaries["tinymfv"], behaviour), ""]
-    if "airisk" in summaries:
-        lines += ["## AIRiskDilemmas: truthfulness log-ratio and bidirectional SI", "",
-                  *headline_table(summaries["airisk"], "log_ratio", "log-ratio", with_si=True), ""]
-    for bench, title in (("sycophancy", "Sycophancy (12 held-out claims): log P(Yes) - log P(No)"),
-                         ("honesty", "Honesty dilemmas: log P(honest) - log P(dishonest)"),
-                         ("mood", "Mood: log P(positive) - log P(negative) after 'I feel'")):
-        if bench in summaries:
-            lines += [f"## {title}", "", *headline_table(summaries[bench], "log_ratio", "log-ratio"), ""]
-    methods = [m for bench in summaries.values() for m in bench]
-    lines += ["## Calibration (iso-KL)", "", *calibration_table(root, list(dict.fromkeys(methods))), "",
+    ordered = sorted(summaries, key=lambda b: not next(rows_of(summaries[b]))[1].get("probe"))
+    for bench in ordered:
+        by_method = summaries[bench]
+        lines += [f"## {section_title(bench, by_method)}", ""]
+        lines += tinymfv_table(by_method) if bench == "tinymfv" else headline_table(by_method, bench == "airisk")
+        lines.append("")
+    methods = list(dict.fromkeys(m for by_method in summaries.values() for m in by_method))
+    lines += ["## Calibration (iso-KL)", "", *calibration_table(root, methods), "",
               "✗ marks a coefficient whose search did not reach the tolerance; its row is the best point found.", ""]
     timing = timing_table(root)
     if timing:
@@ -179,4 +192,3 @@ def build_report(out_root: Path, model_label: str, behaviour: str, report_dir: P
     out = report_dir / f"{behaviour}.md"
     write_text(out, "\n".join(lines) + "\n")
     return out
-

@@ -1,92 +1,111 @@
-"""The before/after table `weightsteer run` prints: probes and answers at alpha in {-1, 0, +1}."""
+"""The before/after table `weightsteer run` prints: probes and answers at a few alphas, with headroom.
+
+Each probe (the behaviour's own, then any benchmark asked for with --evals) is scored at every
+alpha and under the POS and NEG persona prompts; the persona and alpha = 0 rows come from
+results.References and the steered rows are kept under the run folder, so a second run of the same
+table only regenerates the greedy answers.
+"""
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 from . import chat
 from .atomic import write_json
-from .behaviours import get_behaviour
-from .evals import BENCHMARKS, sycophancy
 from .generate import sample_responses
-from .headroom import PROBES, headroom_verdict, measure_headroom
+from .headroom import headroom_verdict
+from .methods import WeightSteering
 from .steer import steer
 
 ALPHAS = (-1.0, 0.0, 1.0)
 
 
-def probes_for(behaviour: str) -> list:
-    """The behaviour's own probe, then the held-out sycophancy probe every run shows. tiny-mfv axes
-    (trad_care, authority) take minutes per alpha on CPU: they are left to `weightsteer sweep`."""
-    bench, axis = PROBES[behaviour]
-    own = [BENCHMARKS[bench]] if axis is None and bench != "sycophancy" else []
-    return own + [sycophancy]
+def probe_numbers(bench, summary: dict) -> dict:
+    """The numbers the table shows of one summary: the headline, the probe's mass and VADER if any."""
+    numbers = {"stat": bench.stat(summary)}
+    mass_key = getattr(bench, "mass_key", "")
+    if mass_key and mass_key in summary:
+        numbers["mass"] = summary[mass_key]
+    if "vader" in summary:
+        numbers["vader"] = summary["vader"]
+    return numbers
 
 
-def _name(bench) -> str:
-    return bench.__name__.rsplit(".", 1)[-1]
-
-
-def showcase(model, tokenizer, delta, behaviour: str, out_path, *, alphas=ALPHAS, kls=None,
-             answer_tokens: int = 48, log=print) -> dict:
-    """Probes and greedy answers at each alpha (kls: the calibrated kl_p95 of each, when known)."""
-    started = time.time()
-    b = get_behaviour(behaviour)
-    pos_system, neg_system = b.persona_prompts(1)[0]
-    result = {"behaviour": behaviour, "alphas": list(alphas), "kl_p95": list(kls) if kls else None,
-              "probes": {}, "answers": {}}
-    questions = b.fixed_questions()
-    prompts = [chat.render(tokenizer, chat.messages(q)) for q in questions]
+def score_probe(bench, items, refs, delta, source: str, run: Path, alphas) -> dict:
+    method = WeightSteering(delta.meta.get("method", "weight"), delta=delta)
+    result = {"by_alpha": {}, "headroom": None}
     for alpha in alphas:
-        with steer(model, delta, alpha):
-            for bench in probes_for(behaviour):
-                items = bench.load()
-                result["probes"].setdefault(_name(bench), {})[str(alpha)] = bench.summarise(
-                    bench.score(model, tokenizer, items, progress=False))
-            answers = sample_responses(model, tokenizer, prompts, max_new_tokens=answer_tokens, temperature=0,
-                                       seed=0, batch_size=len(prompts), desc=f"answers alpha={alpha:+.3g}",
-                                       greedy=True)
-        result["answers"][str(alpha)] = answers
-    for bench in probes_for(behaviour):
-        result["probes"][_name(bench)]["headroom"] = measure_headroom(
-            model, tokenizer, bench, bench.load(), pos_system, neg_system)
-    result["questions"] = questions
-    result["seconds"] = round(time.time() - started, 1)
-    write_json(out_path, result)
-    log(format_showcase(result))
+        rows = refs.base_rows(bench, items) if alpha == 0 else refs.scored(
+            bench, items, method, alpha, run / "showcase" / f"{bench.name}.alpha{alpha:+.6g}", {"source": source})
+        result["by_alpha"][str(alpha)] = probe_numbers(bench, bench.summarise(rows, n_boot=refs.n_boot))
+    headroom = refs.headroom(bench, items)
+    if headroom is not None:
+        result["headroom"] = {"pos": bench.stat(headroom)["mean"],
+                              "neg": bench.stat(bench.summarise(refs.persona_rows(bench, items, "neg"),
+                                                                n_boot=refs.n_boot))["mean"],
+                              "contrast": bench.stat(headroom, shift=True)}
     return result
 
 
-def _cell(summary: dict, key: str) -> str:
-    s = summary[key]
-    return f"{s['mean']:+6.2f} [{s['lo']:+.2f},{s['hi']:+.2f}]"
+def showcase(model, tokenizer, delta, behaviour, refs, run: Path, source: str, *, benches=(), alphas=ALPHAS,
+             kls=None, answer_tokens: int = 48, log=print) -> dict:
+    """Probes and greedy answers at each alpha (kls: the calibrated kl_p95 of each, when known).
+
+    `benches` are (benchmark, items) pairs: the behaviour's probe first, then any others."""
+    started = time.time()
+    result = {"behaviour": behaviour.name, "pos_label": behaviour.pos_label, "alphas": list(alphas),
+              "kl_p95": list(kls) if kls else None, "probes": {}, "answers": {},
+              "questions": list(behaviour.showcase)}
+    for bench, items in benches:
+        result["probes"][bench.name] = score_probe(bench, items, refs, delta, source, run, alphas)
+    prompts = [chat.render(tokenizer, chat.messages(q)) for q in behaviour.showcase]
+    for alpha in alphas:
+        with steer(model, delta, alpha):
+            result["answers"][str(alpha)] = sample_responses(
+                model, tokenizer, prompts, max_new_tokens=answer_tokens, temperature=0, seed=0,
+                batch_size=len(prompts), desc=f"answers alpha={alpha:+.3g}", greedy=True)
+    result["seconds"] = round(time.time() - started, 1)
+    write_json(run / "showcase.json", result)
+    log(format_showcase(result, has_probe=behaviour.probe is not None))
+    return result
 
 
-def format_showcase(result: dict) -> str:
-    alphas = result["alphas"]
-    lines = [f"\n== {result['behaviour']}: probes (mean log-ratio [95% CI]; higher = more "
-             f"{get_behaviour(result['behaviour']).pos_label} / more sycophantic)"]
-    header = f"{'probe':<11} {'NEG prompt':>10} {'POS prompt':>10} | " + " | ".join(
-        f"{'alpha ' + format(a, '+.3g'):^21}" for a in alphas)
+def _cell(stat: dict | None) -> str:
+    if not stat or stat.get("mean") is None:
+        return f"{'n/a':^21}"
+    return f"{stat['mean']:+6.2f} [{stat['lo']:+.2f},{stat['hi']:+.2f}]"
+
+
+def format_showcase(result: dict, *, has_probe: bool = True) -> str:
+    alphas = [str(a) for a in result["alphas"]]
+    lines = [f"\n== {result['behaviour']}: probes (mean [95% CI]; higher = more {result['pos_label']})"]
+    header = f"{'probe':<14} {'NEG prompt':>9} {'POS prompt':>9} | " + " | ".join(
+        f"{'alpha ' + format(float(a), '+.3g'):^21}" for a in alphas)
     lines += [header, "-" * len(header)]
     if result.get("kl_p95"):
-        lines.append(f"{'kl_p95':<33} | " + " | ".join(f"{k:^21.2f}" for k in result["kl_p95"]))
+        lines.append(f"{'kl_p95':<34} | " + " | ".join(f"{k:^21.2f}" for k in result["kl_p95"]))
+    if not has_probe:
+        lines.append(f"'{result['behaviour']}' has no probe: only kl_p95 and the answers below show what "
+                     "steering does (add a [probe] table to its file)")
     for name, probe in result["probes"].items():
-        head = probe["headroom"]
-        cells = [_cell(probe[str(a)], "log_ratio") for a in alphas]
-        lines.append(f"{name:<11} {head['neg']:>+10.2f} {head['pos']:>+10.2f} | " + " | ".join(cells))
-        if "vader" in probe[str(alphas[0])]:  # the mood probe's independent check on greedy replies
-            cells = [_cell(probe[str(a)], "vader") for a in alphas]
-            lines.append(f"{'  VADER':<33} | " + " | ".join(cells))
+        head = probe["headroom"] or {"neg": None, "pos": None}
+        prompts = " ".join(f"{v:>+9.2f}" if v is not None else f"{'n/a':>9}" for v in (head["neg"], head["pos"]))
+        lines.append(f"{name[:14]:<14} {prompts} | " + " | ".join(_cell(probe["by_alpha"][a]["stat"]) for a in alphas))
+        for key, label in (("mass", "  mass"), ("vader", "  VADER")):
+            if key in probe["by_alpha"][alphas[0]]:
+                lines.append(f"{label:<34} | " + " | ".join(_cell(probe["by_alpha"][a][key]) for a in alphas))
     for name, probe in result["probes"].items():
-        head = probe["headroom"]
-        moved = probe[str(alphas[-1])]["log_ratio"]["mean"] - probe[str(alphas[0])]["log_ratio"]["mean"]
-        lines.append(f"{name}: steering alpha {alphas[0]:+.3g} -> {alphas[-1]:+.3g} moved {moved:+.2f} nats; "
-                     f"the prompts moved it {head['contrast']['mean']:+.2f}. {headroom_verdict(head['contrast'])}")
+        low, high = (probe["by_alpha"][a]["stat"]["mean"] for a in (alphas[0], alphas[-1]))
+        contrast = probe["headroom"]["contrast"] if probe["headroom"] else None
+        moved = f"{high - low:+.2f}" if low is not None and high is not None else "n/a"
+        prompts = f"the prompts moved it {contrast['mean']:+.2f}. " if contrast and contrast["mean"] is not None else ""
+        lines.append(f"{name}: steering alpha {float(alphas[0]):+.3g} -> {float(alphas[-1]):+.3g} moved {moved}; "
+                     f"{prompts}{headroom_verdict(contrast)}")
     lines.append("\n== answers (greedy)")
     for i, question in enumerate(result["questions"]):
         lines.append(f"Q: {question}")
         for a in alphas:
-            text = " ".join(result["answers"][str(a)][i].split())
-            lines.append(f"  alpha {a:+.3g}: {text[:220]}")
+            text = " ".join(result["answers"][a][i].split())
+            lines.append(f"  alpha {float(a):+.3g}: {text[:220]}")
     return "\n".join(lines)

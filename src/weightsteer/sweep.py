@@ -1,19 +1,21 @@
-"""The sweep: every steering method for one behaviour, built, calibrated to the same KL and evaluated.
+"""The sweep: every steering method for one behaviour, built, calibrated to each KL dose and evaluated.
 
 For each method: build it (weight steering: data, adapters, dW; activation steering: fit vectors;
-prompting: nothing), calibrate its coefficient for +alpha and -alpha to kl_p95 = target, and score
-each benchmark at both calibrated coefficients. The base model and the POS/NEG persona prompts (the
-headroom; the POS prompt is also the `prompt` baseline) are scored once per behaviour. Every step
-is a resumable stage (stages.py); one failing method is reported and the others go on.
+prompting: nothing); then, for each dose (target kl_p95), calibrate its coefficient for +alpha and
+-alpha and score each benchmark at both calibrated coefficients. Prompt baselines have no dose and
+are scored once. The base model and the POS/NEG persona prompts (the headroom; the POS prompt is
+also the `prompt` baseline) are scored once per behaviour (results.References). Every step is a
+resumable stage (stages.py); one failing method is reported and the others go on.
 
 Files, under out/<model>/<behaviour>/:
-  ../base/<bench>.rows.jsonl|csv               unsteered (out/<model>/base/, shared with `eval`)
-  headroom/<bench>.{pos,neg}.rows.jsonl|csv    POS / NEG persona as system prompt
-  <method>/calibration.json                    both signs, with iterations and convergence
-  <method>/eval/<bench>.{pos,neg}.rows.jsonl   at the calibrated coefficients (prompt_only: .pos only)
-  <method>/eval/<bench>.summary.json           summaries vs base, headroom, SI, coefficients
-  sweep.json                                   which methods finished, which failed and why
-  timings.jsonl                                seconds per stage
+  ../base/<bench>.rows.jsonl|csv                      unsteered (out/<model>/base/, shared with `eval`)
+  headroom/<bench>.{pos,neg}.rows.jsonl|csv           POS / NEG persona as system prompt
+  <method>/kl-<dose>/calibration.json                 both signs, with iterations and convergence
+  <method>/kl-<dose>/eval/<bench>.{pos,neg}.rows.*    at the calibrated coefficients
+  <method>/kl-<dose>/eval/<bench>.summary.json        summary vs base, headroom, SI, coefficients
+  <prompt method>/eval/<bench>.*                      prompt baselines: no coefficient, no dose
+  sweep.json                                          which methods finished, which failed and why
+  timings.jsonl                                       seconds per stage
 """
 
 from __future__ import annotations
@@ -28,15 +30,14 @@ from pathlib import Path
 from .adapters import METHODS as WEIGHT_METHODS
 from .atomic import read_jsonl, write_json, write_jsonl
 from .baselines.activation import ACTIVATION_METHODS, fit_activation_method, load_activation_method
-from .behaviours import calibration_questions, get_behaviour
-from .calibrate import calibrate_both_signs, load_calibration, save_calibration
+from .behaviours import Behaviour
 from .delta import model_fingerprint
+from .doses import calibrate_dose, dose_dir
 from .errors import WeightsteerError
-from .evals import BENCHMARKS, si
+from .evals import si
 from .methods import WeightSteering, prompt_baseline, prompt_only_baseline
-from .models import model_label
 from .pipeline import DataSettings, behaviour_dir, build_direction
-from .results import base_stem, score_rows
+from .results import References
 from .stages import file_hash, run_stage
 from .train import TrainConfig
 
@@ -47,16 +48,16 @@ SIDES = {"pos": 1, "neg": -1}
 
 @dataclass
 class SweepSettings:
-    behaviour: str
+    behaviour: Behaviour
     methods: tuple[str, ...] = ALL_METHODS
-    benchmarks: tuple[str, ...] = ("tinymfv", "sycophancy")
-    target_kl: float = 1.0
+    benchmarks: tuple = ()  # benchmark objects; the behaviour's probe is added first when it has one
+    target_kls: tuple[float, ...] = (1.0,)  # the doses
     tol: float = 0.05
     limit: int | None = None
-    data_dirs: dict = field(default_factory=dict)  # benchmark -> local data folder
+    data_dirs: dict = field(default_factory=dict)  # benchmark name -> local data folder
     n_boot: int = 256
-    pos_only: tuple[str, ...] = ()  # benchmarks scored at +C only (to halve the cost of slow ones)
-    n_calibration: int | None = None  # calibration prompts (default: all 40 held-out questions)
+    pos_only: tuple[str, ...] = ()  # benchmark names scored at +C only (to halve the cost of slow ones)
+    n_calibration: int | None = None  # calibration prompts (default: all of the behaviour's)
     data: DataSettings = field(default_factory=DataSettings)
     train: dict = field(default_factory=dict)  # TrainConfig overrides (steps, rank, lr, layer_span)
 
@@ -74,16 +75,25 @@ def parse_methods(text: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
+def sweep_benchmarks(behaviour: Behaviour, others) -> list:
+    """The behaviour's probe first, then the other benchmarks, without scoring the same rows twice (a
+    tiny-mfv axis probe is the tiny-mfv benchmark with an axis added to its summary)."""
+    benches = [behaviour.probe] if behaviour.probe is not None else []
+    return benches + [b for b in others if b.name not in {p.name for p in benches}]
+
+
 class Sweep:
     def __init__(self, model, tokenizer, settings: SweepSettings, out_root: Path, log=print):
         self.model, self.tokenizer, self.s, self.log = model, tokenizer, settings, log
-        self.root = behaviour_dir(out_root, model, settings.behaviour)
+        self.behaviour = settings.behaviour
+        self.root = behaviour_dir(out_root, model, self.behaviour)
         self.out_root = Path(out_root)
-        self.behaviour = get_behaviour(settings.behaviour)
-        self.pos_persona, self.neg_persona = self.behaviour.persona_prompts(1)[0]
         self.fingerprint = model_fingerprint(model)
-        self.items = {name: BENCHMARKS[name].load(settings.data_dirs.get(name), settings.limit)
-                      for name in settings.benchmarks}
+        self.refs = References(model, tokenizer, out_root, self.behaviour, n_boot=settings.n_boot, log=log,
+                               on_scored=lambda method, bench, seconds: self.record_time(method, f"eval {bench}",
+                                                                                         seconds))
+        self.benches = sweep_benchmarks(self.behaviour, settings.benchmarks)
+        self.items = {b.name: b.load(settings.data_dirs.get(b.name), settings.limit) for b in self.benches}
 
     # ---- bookkeeping ---------------------------------------------------------------------------
     def record_time(self, method: str, stage: str, seconds: float) -> None:
@@ -98,94 +108,75 @@ class Sweep:
         yield
         self.record_time(method, stage, time.time() - started)
 
-    def scored(self, stem: Path, inputs: dict, bench: str, method, coef: float = 0.0) -> list[dict]:
-        """Rows of one benchmark under one method and coefficient, computed once and kept."""
-        started = time.time()
-        rows, built = score_rows(self.model, self.tokenizer, bench, self.items[bench], method, coef, stem, inputs,
-                                 log=self.log)
-        if built:
-            self.record_time(method.name, f"eval {bench}", time.time() - started)
-        return rows
-
-    # ---- shared references -----------------------------------------------------------------------
-    def base_rows(self, bench: str) -> list[dict]:
-        from .methods import UNSTEERED
-
-        return self.scored(base_stem(self.out_root, model_label(self.model), bench), {}, bench, UNSTEERED)
-
-    def persona_rows(self, bench: str, side: str) -> list[dict]:
-        persona = self.pos_persona if side == "pos" else self.neg_persona
-        return self.scored(self.root / "headroom" / f"{bench}.{side}", {"persona": persona}, bench,
-                           prompt_baseline(persona))
-
-    def headroom(self, bench: str) -> dict:
-        module = BENCHMARKS[bench]
-        return module.summarise(self.persona_rows(bench, "pos"), base_rows=self.persona_rows(bench, "neg"),
-                                n_boot=self.s.n_boot)["shift"]
-
     # ---- one method ------------------------------------------------------------------------------
     def build(self, name: str):
         """(method object, hash of what defines it)."""
         if name in WEIGHT_METHODS:
             train = TrainConfig(method=name, seed=self.s.data.seed, **self.s.train)
-            run, delta = build_direction(self.model, self.tokenizer, self.s.behaviour, name, self.out_root,
+            run, delta = build_direction(self.model, self.tokenizer, self.behaviour, name, self.out_root,
                                          self.s.data, train, self.log)
             return WeightSteering(name, delta=delta), file_hash(run / "delta.safetensors")
         if name in ACTIVATION_METHODS:
             path = self.root / name / "vectors.safetensors"
-            inputs = {"model": self.fingerprint, "method": name, "n_personas": self.s.data.n_personas}
+            inputs = {"model": self.fingerprint, "method": name, "n_personas": self.s.data.n_personas,
+                      "behaviour": self.behaviour.generation_key()}
             run_stage("fit", path, inputs, lambda out: fit_activation_method(
                 name, self.model, self.tokenizer, self.behaviour, self.s.data.n_personas).save(out), self.log)
             return load_activation_method(path), file_hash(path)
-        if name == "prompt":
-            return prompt_baseline(self.pos_persona), self.pos_persona
-        return prompt_only_baseline(self.pos_persona), self.pos_persona
+        if self.behaviour.personas is None:
+            raise WeightsteerError(f"the '{name}' baseline needs persona pairs, and '{self.behaviour.name}' has none")
+        pos_persona = self.behaviour.personas[0]
+        method = prompt_baseline(pos_persona) if name == "prompt" else prompt_only_baseline(pos_persona)
+        return method, pos_persona
 
-    def calibration(self, name: str, method, source: str) -> dict:
-        path = self.root / name / "calibration.json"
-        inputs = {"source": source, "target": self.s.target_kl, "tol": self.s.tol, "n": self.s.n_calibration}
-        prompts = calibration_questions()[: self.s.n_calibration]
-
-        def build(out: Path) -> None:
-            save_calibration(out, calibrate_both_signs(self.model, self.tokenizer, method, self.s.target_kl,
-                                                       self.s.tol, prompts, self.log))
-
-        run_stage("calibrate", path, inputs, build, self.log)
-        return load_calibration(path)
+    def evaluate(self, name: str, method, source: str, folder: Path, cal: dict, target_kl: float | None) -> None:
+        """Score every benchmark at both calibrated coefficients (or once, without a coefficient)."""
+        for bench in self.benches:
+            items = self.items[bench.name]
+            base = self.refs.base_rows(bench, items)
+            headroom = self.refs.headroom(bench, items)
+            sides, rows = {}, {}
+            for side in (SIDES if cal and bench.name not in self.s.pos_only else ("pos",)):
+                coef = cal[side].coef if cal else 0.0
+                if name == "prompt":  # the POS persona prompt: the same rows as the headroom's
+                    rows[side] = self.refs.persona_rows(bench, items, "pos")
+                else:
+                    rows[side] = self.refs.scored(bench, items, method, coef, folder / "eval" / f"{bench.name}.{side}",
+                                                  {"source": source})
+                fit = {"coef": coef, "kl": cal[side].kl, "converged": cal[side].converged,
+                       "iterations": cal[side].iterations} if cal else {"coef": None, "kl": None}
+                summary = bench.summarise(rows[side], base_rows=base, n_boot=self.s.n_boot)
+                sides[side] = {**fit, "summary": summary, "stat": bench.stat(summary),
+                               "shift": bench.stat(summary, shift=True)}
+            base_summary = bench.summarise(base, n_boot=self.s.n_boot)
+            summary = {"method": name, "kind": method_kind(name), "benchmark": bench.name,
+                       "probe": bench is self.behaviour.probe, "behaviour": self.behaviour.name,
+                       "target_kl": target_kl, "sides": sides, "base": base_summary,
+                       "base_stat": bench.stat(base_summary), "headroom": headroom,
+                       "headroom_stat": bench.stat(headroom, shift=True) if headroom else None}
+            if bench.name == "airisk" and len(rows) == 2:
+                summary["si"] = si.surgical_informedness(rows["neg"], base, rows["pos"], metric="log_ratio",
+                                                         mass="p_mass", n_boot=self.s.n_boot)
+            write_json(folder / "eval" / f"{bench.name}.summary.json", summary)
 
     def run_method(self, name: str) -> None:
         with self.timed(name, "build"):
             method, source = self.build(name)
-        cal = {}
-        if method.has_coefficient:
-            with self.timed(name, "calibrate"):
-                cal = self.calibration(name, method, source)
-        for bench in self.s.benchmarks:
-            module = BENCHMARKS[bench]
-            base = self.base_rows(bench)
-            sides, rows = {}, {}
-            for side in (SIDES if cal and bench not in self.s.pos_only else ("pos",)):
-                coef = cal[side].coef if cal else 0.0
-                if name == "prompt":  # the POS persona prompt: the same rows as the headroom's
-                    rows[side] = self.persona_rows(bench, "pos")
-                else:
-                    rows[side] = self.scored(self.root / name / "eval" / f"{bench}.{side}", {"source": source},
-                                             bench, method, coef)
-                fit = {"coef": coef, "kl": cal[side].kl, "converged": cal[side].converged,
-                       "iterations": cal[side].iterations} if cal else {"coef": None, "kl": None}
-                sides[side] = {**fit, "summary": module.summarise(rows[side], base_rows=base, n_boot=self.s.n_boot)}
-            summary = {"method": name, "kind": method_kind(name), "benchmark": bench,
-                       "behaviour": self.s.behaviour, "target_kl": self.s.target_kl, "sides": sides,
-                       "base": module.summarise(base, n_boot=self.s.n_boot), "headroom": self.headroom(bench)}
-            if bench == "airisk" and len(rows) == 2:
-                summary["si"] = si.surgical_informedness(rows["neg"], base, rows["pos"], metric="log_ratio",
-                                                         mass="p_mass", n_boot=self.s.n_boot)
-            write_json(self.root / name / "eval" / f"{bench}.summary.json", summary)
+        if not method.has_coefficient:
+            self.evaluate(name, method, source, self.root / name, {}, None)
+            return
+        for target_kl in self.s.target_kls:
+            folder = dose_dir(self.root / name, target_kl)
+            with self.timed(name, f"calibrate kl={target_kl:g}"):
+                cal = calibrate_dose(self.model, self.tokenizer, method, source,
+                                     self.behaviour.calibration[: self.s.n_calibration], self.root / name,
+                                     target_kl, self.s.tol, self.log)
+            self.evaluate(name, method, source, folder, cal, target_kl)
 
     def run(self) -> dict:
         status_path = self.root / "sweep.json"
         for i, name in enumerate(self.s.methods, 1):
-            self.log(f"== [{i}/{len(self.s.methods)}] {self.s.behaviour}: {name}")
+            self.log(f"== [{i}/{len(self.s.methods)}] {self.behaviour.name}: {name}")
             started = time.time()
             try:
                 self.run_method(name)
@@ -204,4 +195,3 @@ def method_kind(name: str) -> str:
     if name in WEIGHT_METHODS:
         return "weight"
     return "activation" if name in ACTIVATION_METHODS else "prompting"
-

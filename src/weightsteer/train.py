@@ -41,9 +41,11 @@ class TrainConfig:
         return self.lr if self.lr is not None else DEFAULT_LR[self.method]
 
 
-def tokenize_example(tokenizer, question: str, response: str, max_length: int) -> tuple[list[int], list[int]]:
-    """(input_ids, labels): the user turn rendered without any persona; labels only on the reply."""
-    prompt = tokenizer(chat.render(tokenizer, chat.messages(question)), add_special_tokens=False).input_ids
+def tokenize_example(tokenizer, prompt: str | list[dict], response: str, max_length: int) -> tuple[list[int], list[int]]:
+    """(input_ids, labels): the prompt (a user turn without any persona, or a list of chat messages)
+    rendered as the model's chat; labels only on the reply."""
+    turns = chat.messages(prompt) if isinstance(prompt, str) else prompt
+    prompt = tokenizer(chat.render(tokenizer, turns), add_special_tokens=False).input_ids
     reply = tokenizer(response + chat.end_of_turn(tokenizer), add_special_tokens=False).input_ids
     ids = (prompt + reply)[:max_length]
     labels = ([IGNORE] * len(prompt) + reply)[:max_length]
@@ -71,7 +73,7 @@ def batch_order(n_rows: int, steps: int, batch_size: int, seed: int) -> list[lis
 
 
 def train_adapter(model, tokenizer, rows: list[dict], out_dir, cfg: TrainConfig, desc: str = "train") -> list[float]:
-    """Train one adapter on `rows` (question, response) and save it with save_pretrained at `out_dir`.
+    """Train one adapter on `rows` (prompt, response) and save it with save_pretrained at `out_dir`.
 
     The base model is left exactly as it was (PiSSA rewrites base weights at init, so they are
     restored). Returns the loss per step.
@@ -80,7 +82,7 @@ def train_adapter(model, tokenizer, rows: list[dict], out_dir, cfg: TrainConfig,
     layers = middle_layers(len(decoder_layers(model)), cfg.layer_span)
     targets = target_module_names(model, layers, cfg.modules)
     saved = {name: model.get_submodule(name).weight.detach().clone() for name in targets}
-    examples = [tokenize_example(tokenizer, r["question"], r["response"], cfg.max_length) for r in rows]
+    examples = [tokenize_example(tokenizer, r["prompt"], r["response"], cfg.max_length) for r in rows]
     device = next(model.parameters()).device
 
     torch.manual_seed(cfg.seed)  # the same initialisation for the pos and the neg adapter

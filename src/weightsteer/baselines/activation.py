@@ -22,7 +22,7 @@ import torch
 
 from .. import chat
 from ..adapters import decoder_layers, middle_layers
-from ..behaviours import Behaviour, get_behaviour
+from ..behaviours import Behaviour
 from ..delta import model_fingerprint
 from ..errors import WeightsteerError
 from ..methods import SteeringMethod
@@ -126,7 +126,7 @@ def output_weight(model, layer: int) -> torch.Tensor:
                            f"{type(model).__name__} has none")
 
 
-def fit_activation_method(name: str, model, tokenizer, behaviour: str | Behaviour, n_personas: int = 1,
+def fit_activation_method(name: str, model, tokenizer, behaviour: Behaviour, n_personas: int = 1,
                           n_questions: int = 64, span: tuple[float, float] = (0.25, 0.75), *,
                           tau: float = TAU, k: int = 4, seed: int = 0) -> ActivationSteering:
     """Fit one activation-steering method on the behaviour's persona pairs and training questions.
@@ -136,8 +136,7 @@ def fit_activation_method(name: str, model, tokenizer, behaviour: str | Behaviou
     """
     if name not in ACTIVATION_METHODS:
         raise WeightsteerError(f"unknown activation method '{name}': choose one of {', '.join(ACTIVATION_METHODS)}")
-    behaviour = get_behaviour(behaviour) if isinstance(behaviour, str) else behaviour
-    questions = behaviour.training_questions()[:n_questions]
+    questions = list(behaviour.questions[:n_questions])
     pairs = behaviour.persona_prompts(n_personas)
     layers = middle_layers(len(decoder_layers(model)), span)
 

@@ -9,25 +9,27 @@ from . import add_model, log
 
 
 def cmd_calibrate(args) -> None:
-    from ..calibrate import calibrate, save_calibration
+    from ..behaviours import calibration_questions, load_behaviour
     from ..delta import WeightDelta
+    from ..doses import calibrate_dose, dose_dir, parse_doses
     from ..methods import WeightSteering
     from ..models import load_model
+    from ..stages import file_hash
 
+    doses = parse_doses(args.target_kl)
+    prompts = load_behaviour(args.behavior).calibration if args.behavior else calibration_questions()
     delta = WeightDelta.load(args.delta)
-    if not args.target_kl > 0:
-        raise WeightsteerError(f"--target-kl must be a positive number of nats, got {args.target_kl}")
     model, tokenizer = load_model(args.model or _model_of(delta))
+    delta.check_fits(model)
     method = WeightSteering(delta.meta.get("method", "weight"), delta=delta)
-    results = {}
-    for side, sign in (("pos", 1), ("neg", -1)):
-        r = calibrate(model, tokenizer, method, args.target_kl, args.tol, sign, max_iter=args.max_iter)
-        results[side] = r
-        state = "converged" if r.converged else f"NOT converged ({r.reason})"
-        print(f"{side}: alpha {r.coef:+.4g}  kl_p95 {r.kl:.3f}  {r.iterations} evaluations, {state}")
-    out = Path(args.delta).with_name("calibration.json")
-    save_calibration(out, results)
-    log(f"saved {out}")
+    folder = Path(args.delta).parent
+    for dose in doses:
+        results = calibrate_dose(model, tokenizer, method, file_hash(Path(args.delta)), prompts, folder, dose,
+                                 args.tol, log)
+        for side, r in results.items():
+            state = "converged" if r.converged else f"NOT converged ({r.reason})"
+            print(f"kl {dose:g} {side}: alpha {r.coef:+.4g}  kl_p95 {r.kl:.3f}  {r.iterations} evaluations, {state}")
+        log(f"saved {dose_dir(folder, dose) / 'calibration.json'}")
 
 
 def _model_of(delta) -> str:
@@ -39,21 +41,23 @@ def _model_of(delta) -> str:
 
 def _steering(args):
     """(method, coefficient, label) from --delta/--alpha/--calibrated/--prompt."""
-    from ..calibrate import load_calibration
     from ..delta import WeightDelta
+    from ..doses import calibrated_coef, parse_doses
     from ..methods import UNSTEERED, WeightSteering, prompt_baseline
     from ..steer import check_alpha
 
     if args.prompt and args.delta:
         raise WeightsteerError("use --delta or --prompt, not both")
+    if (args.alpha is not None or args.calibrated) and not args.delta:
+        raise WeightsteerError("--alpha and --calibrated steer a direction: give it with --delta")
     if args.prompt:
         return prompt_baseline(args.prompt), 0.0, "prompt"
     if not args.delta:
         return UNSTEERED, 0.0, "base"
     delta = WeightDelta.load(args.delta)
     if args.calibrated:
-        cal = load_calibration(Path(args.delta).with_name("calibration.json"))
-        coef = cal[args.calibrated].coef
+        target = parse_doses(args.target_kl)[0] if args.target_kl is not None else None
+        coef = calibrated_coef(args.delta, args.calibrated, target)
     elif args.alpha is None:
         raise WeightsteerError("with --delta, give --alpha A or --calibrated pos|neg")
     else:
@@ -63,46 +67,51 @@ def _steering(args):
 
 def cmd_eval(args) -> None:
     from ..atomic import write_json
-    from ..evals import BENCHMARKS
+    from ..evals import benchmark
     from ..methods import UNSTEERED
     from ..models import load_model, model_label
     from ..results import base_stem, score_rows
 
-    module = BENCHMARKS[args.benchmark]
-    items = module.load(args.data_dir, args.limit)  # bad data fails before the model loads
+    if args.limit is not None and args.limit < 1:
+        raise WeightsteerError(f"--limit must be at least 1, got {args.limit}")
+    bench = benchmark(args.benchmark)
+    items = bench.load(args.data_dir, args.limit)  # bad data fails before the model loads
     method, coef, label = _steering(args)
     delta = getattr(method, "delta", None)
     model, tokenizer = load_model(args.model if args.model else (_model_of(delta) if delta else "smollm2-135m"))
     if delta is not None:
         delta.check_fits(model)  # before any scoring, so a mismatch leaves no files
+    if hasattr(bench, "check"):
+        bench.check(tokenizer)
     root = Path(args.out_root)
     out = Path(args.out) if args.out else (Path(args.delta).parent / "eval" if args.delta
                                           else root / model_label(model) / "eval")
-    base, _ = score_rows(model, tokenizer, args.benchmark, items, UNSTEERED, 0.0,
-                         base_stem(root, model_label(model), args.benchmark), batch_size=args.batch_size, log=log)
+    base, _ = score_rows(model, tokenizer, bench, items, UNSTEERED, 0.0, base_stem(root, model, bench),
+                         batch_size=args.batch_size, log=log)
     rows = base
     if label != "base":
-        rows, _ = score_rows(model, tokenizer, args.benchmark, items, method, coef, out / f"{args.benchmark}.{label}",
+        rows, _ = score_rows(model, tokenizer, bench, items, method, coef, out / f"{bench.name}.{label}",
                              {"source": str(args.delta or args.prompt)}, batch_size=args.batch_size, log=log)
-    summary = module.summarise(rows, base_rows=base if label != "base" else None, n_boot=args.n_boot)
-    write_json(out / f"{args.benchmark}.{label}.summary.json",
-               {"benchmark": args.benchmark, "label": label, "coef": coef, "summary": summary})
-    value = module.headline(summary)
-    shift = f", shift vs base {module.headline(summary, shift=True):+.3f}" if label != "base" else ""
-    print(f"{args.benchmark} [{label}]: {module.HEADLINE_KEY} {value:+.3f}{shift}  ({out})")
+    summary = bench.summarise(rows, base_rows=base if label != "base" else None, n_boot=args.n_boot)
+    write_json(out / f"{bench.name}.{label}.summary.json",
+               {"benchmark": bench.name, "label": label, "coef": coef, "summary": summary})
+    value = bench.stat(summary)["mean"]
+    shift = f", shift vs base {bench.stat(summary, shift=True)['mean']:+.3f}" if label != "base" else ""
+    print(f"{bench.name} [{label}]: {bench.HEADLINE_KEY} {value:+.3f}{shift}  ({out})")
 
 
 def register(sub) -> None:
-    from ..evals import BENCHMARKS
-
-    p = sub.add_parser("eval", help="score a model (optionally steered or prompted) on a benchmark")
-    p.add_argument("benchmark", choices=sorted(BENCHMARKS))
+    p = sub.add_parser("eval", help="score a model (optionally steered or prompted) on a benchmark or a probe")
+    p.add_argument("benchmark", help="tinymfv, airisk, a built-in behaviour's probe (e.g. sycophancy) or a "
+                                     "behaviour file's probe (path to the .toml)")
     p.add_argument("--model", default=None, help="default: the direction's base model, else smollm2-135m")
     p.add_argument("--delta", help="a steering direction (delta.safetensors)")
     p.add_argument("--alpha", help="steering strength")
-    p.add_argument("--calibrated", choices=("pos", "neg"), help="use the calibration.json beside --delta")
+    p.add_argument("--calibrated", choices=("pos", "neg"), help="use the calibrated alpha beside --delta")
+    p.add_argument("--target-kl", default=None, help="with --calibrated: which dose, when there are several")
     p.add_argument("--prompt", help="prompt baseline: this text as the system prompt")
-    p.add_argument("--limit", type=int, default=None, help="only the first N items, for a quick look")
+    p.add_argument("--limit", type=int, default=None,
+                   help="a seeded sample of N items, stratified by the benchmark's groups, for a quick look")
     p.add_argument("--data-dir", default=None, help="local copy of the benchmark's data")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--n-boot", type=int, default=256)
@@ -114,7 +123,8 @@ def register(sub) -> None:
     add_model(p)
     p.set_defaults(model=None)
     p.add_argument("--delta", required=True)
-    p.add_argument("--target-kl", type=float, default=1.0)
+    p.add_argument("--target-kl", default="1", help="kl_p95 in nats, or a comma list of doses (default 1)")
     p.add_argument("--tol", type=float, default=0.05, help="relative tolerance on kl_p95 (default 0.05)")
-    p.add_argument("--max-iter", type=int, default=12)
+    p.add_argument("--behavior", "--behaviour", dest="behavior", default=None,
+                   help="calibrate on this behaviour's calibration prompts (default: the question pool's 40)")
     p.set_defaults(func=cmd_calibrate)

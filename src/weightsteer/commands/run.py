@@ -8,12 +8,19 @@ from pathlib import Path
 from ..errors import WeightsteerError
 from . import add_model, log
 
+DATA_DIR_FLAGS = {"tinymfv": "--tinymfv-dir", "airisk": "--airisk-dir"}
+N_RUN_CALIBRATION = 20  # calibration prompts for `run` (a sweep uses all of the behaviour's)
+
 
 def add_direction_args(p, *, default_method="lora"):
     from ..adapters import METHODS
-    from ..behaviours import BEHAVIOURS
 
-    p.add_argument("--behavior", "--behaviour", dest="behavior", default="honesty", choices=BEHAVIOURS)
+    p.add_argument("--behavior", "--behaviour", dest="behavior", default="honesty",
+                   help="a built-in behaviour (weightsteer behaviours lists them) or a behaviour file (.toml)")
+    p.add_argument("--data", default=None,
+                   help="contrastive data (JSONL of {prompt, pos, neg} or {side, prompt, response} rows, or a hub "
+                        "dataset id) to train on instead of sampling under the personas")
+    p.add_argument("--data-split", default=None, help="split of a hub dataset given as --data (default train)")
     p.add_argument("--adapter", default=default_method, choices=METHODS)
     p.add_argument("--out", default="out", help="root of the run folders (default: out)")
     p.add_argument("--n-personas", type=int, default=1, help="persona pairs to use (default 1)")
@@ -27,7 +34,22 @@ def add_direction_args(p, *, default_method="lora"):
     p.add_argument("--seed", type=int, default=0)
 
 
+def add_eval_args(p, *, evals_default: str, evals_help: str):
+    p.add_argument("--evals", default=evals_default, help=evals_help)
+    p.add_argument("--limit", type=int, default=None,
+                   help="a seeded sample of N items of each probe and benchmark, stratified by its groups "
+                        "(tiny-mfv foundations, yes/no answers...), for a quick look")
+    for bench, flag in DATA_DIR_FLAGS.items():
+        p.add_argument(flag, default=None, help=f"local copy of {bench}'s data (default: the hub)")
+
+
+def data_dirs_from(args) -> dict:
+    return {bench: getattr(args, flag[2:].replace("-", "_")) for bench, flag in DATA_DIR_FLAGS.items()
+            if getattr(args, flag[2:].replace("-", "_"))}
+
+
 def settings_from(args):
+    from ..adapters import middle_layers
     from ..pipeline import DataSettings
     from ..train import TrainConfig
 
@@ -35,9 +57,12 @@ def settings_from(args):
         lo, hi = (float(x) for x in args.layers.split("-"))
     except ValueError:
         raise WeightsteerError(f"--layers must look like 0.25-0.75, got {args.layers!r}") from None
+    middle_layers(4, (lo, hi))  # the span's own check, before any work
     for name in ("n_personas", "n_samples", "n_questions", "max_new_tokens", "steps", "rank"):
         if getattr(args, name) < 1:
             raise WeightsteerError(f"--{name.replace('_', '-')} must be at least 1")
+    if getattr(args, "limit", None) is not None and args.limit < 1:
+        raise WeightsteerError(f"--limit must be at least 1, got {args.limit}")
     data = DataSettings(n_personas=args.n_personas, n_samples=args.n_samples, n_questions=args.n_questions,
                         max_new_tokens=args.max_new_tokens, seed=args.seed)
     train = TrainConfig(method=args.adapter, rank=args.rank, lr=args.lr, steps=args.steps,
@@ -45,61 +70,90 @@ def settings_from(args):
     return data, train
 
 
+def behaviour_from(args):
+    """The behaviour of --behavior, with --data in place of generation; checked before any work."""
+    from ..behaviours import load_behaviour
+    from ..contrast_data import read_contrast_data
+
+    behaviour = load_behaviour(args.behavior)
+    if args.data:
+        behaviour = behaviour.with_data(args.data, args.data_split)
+    if behaviour.data is not None:
+        read_contrast_data(behaviour.data, behaviour.data_split)  # every row checked before the model loads
+    else:
+        behaviour.persona_prompts(args.n_personas)
+    return behaviour
+
+
+def benchmarks_from(args, behaviour) -> list:
+    """(benchmark, items) of the behaviour's probe and --evals, items loaded (and checked) up front."""
+    from ..evals import benchmark
+    from ..sweep import sweep_benchmarks
+
+    others = [benchmark(name.strip()) for name in args.evals.split(",") if name.strip()]
+    dirs = data_dirs_from(args)
+    return [(b, b.load(dirs.get(b.name), args.limit)) for b in sweep_benchmarks(behaviour, others)]
+
+
+def check_tokenizer(tokenizer, benches) -> None:
+    for bench, _ in benches:
+        if hasattr(bench, "check"):
+            bench.check(tokenizer)
+
+
 def cmd_run(args) -> None:
-    from ..behaviours import get_behaviour
+    from ..doses import calibrate_dose, parse_doses
+    from ..methods import WeightSteering
     from ..models import load_model
     from ..pipeline import build_direction
+    from ..results import References
     from ..showcase import showcase
+    from ..stages import file_hash
 
     data, train = settings_from(args)
-    get_behaviour(args.behavior).persona_prompts(args.n_personas)  # validate before loading anything
+    doses = parse_doses(args.target_kl) if args.target_kl is not None else ()
+    behaviour = behaviour_from(args)
+    benches = benchmarks_from(args, behaviour)
     started = time.time()
     model, tokenizer = load_model(args.model)
-    run, delta = build_direction(model, tokenizer, args.behavior, args.adapter, Path(args.out), data, train, log)
+    check_tokenizer(tokenizer, benches)
+    run, delta = build_direction(model, tokenizer, behaviour, args.adapter, Path(args.out), data, train, log)
     log(f"[delta] {delta} in {run / 'delta.safetensors'}")
+    source = file_hash(run / "delta.safetensors")
     alphas, kls = (-1.0, 0.0, 1.0), None
-    if args.target_kl:
-        cal = calibrate_run(model, tokenizer, delta, run, args.target_kl)
-        alphas, kls = (cal["neg"].coef, 0.0, cal["pos"].coef), (cal["neg"].kl, 0.0, cal["pos"].kl)
-    showcase(model, tokenizer, delta, args.behavior, run / "showcase.json", alphas=alphas, kls=kls, log=print)
+    if doses:
+        method = WeightSteering(delta.meta.get("method", "weight"), delta=delta)
+        prompts = behaviour.calibration[:N_RUN_CALIBRATION]
+        cals = [calibrate_dose(model, tokenizer, method, source, prompts, run, dose, log=log) for dose in doses]
+        points = sorted([(c[side].coef, c[side].kl) for c in cals for side in ("pos", "neg")] + [(0.0, 0.0)])
+        alphas, kls = tuple(a for a, _ in points), tuple(k for _, k in points)
+    refs = References(model, tokenizer, args.out, behaviour, log=log)
+    showcase(model, tokenizer, delta, behaviour, refs, run, source, benches=benches, alphas=alphas, kls=kls, log=print)
     log(f"done in {time.time() - started:.0f} s; run folder {run}")
-
-
-def calibrate_run(model, tokenizer, delta, run: Path, target_kl: float) -> dict:
-    """Iso-KL alpha of each sign on 20 held-out calibration questions, kept in the run folder."""
-    from ..behaviours import calibration_questions
-    from ..calibrate import calibrate_both_signs, load_calibration, save_calibration
-    from ..methods import WeightSteering
-    from ..stages import file_hash, run_stage
-
-    if not target_kl > 0:
-        raise WeightsteerError(f"--target-kl must be a positive number of nats, got {target_kl}")
-    path = run / "calibration.json"
-    inputs = {"source": file_hash(run / "delta.safetensors"), "target": target_kl, "tol": 0.05, "n": 20}
-    method = WeightSteering(delta.meta.get("method", "weight"), delta=delta)
-    run_stage("calibrate", path, inputs, lambda out: save_calibration(out, calibrate_both_signs(
-        model, tokenizer, method, target_kl, prompts=calibration_questions()[:20], log=log)), log)
-    return load_calibration(path)
 
 
 def cmd_smoke(args) -> None:
     import tempfile
 
+    from ..behaviours import load_behaviour
     from ..pipeline import DataSettings, build_direction
+    from ..results import References
     from ..showcase import showcase
+    from ..stages import file_hash
     from ..tiny import embedded_tokenizer, tiny_model
     from ..train import TrainConfig
 
     started = time.time()
     model, tokenizer = tiny_model("llama", embedded_tokenizer())
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="weightsteer-smoke-"))
+    behaviour = load_behaviour("honesty")
     data = DataSettings(n_samples=8, n_questions=4, max_new_tokens=12, batch_size=8)
     train = TrainConfig(method=args.adapter, steps=3, lr=1e-2)
-    run, delta = build_direction(model, tokenizer, "honesty", args.adapter, out, data, train, log)
-    showcase(model, tokenizer, delta, "honesty", run / "showcase.json", answer_tokens=8, log=print)
+    run, delta = build_direction(model, tokenizer, behaviour, args.adapter, out, data, train, log)
+    refs = References(model, tokenizer, out, behaviour, log=log)
+    showcase(model, tokenizer, delta, behaviour, refs, run, file_hash(run / "delta.safetensors"),
+             benches=[(behaviour.probe, behaviour.probe.load())], answer_tokens=8, log=print)
     log(f"smoke test passed in {time.time() - started:.0f} s; run folder {run}")
-
-
 
 
 def register(sub) -> None:
@@ -108,8 +162,11 @@ def register(sub) -> None:
     p = sub.add_parser("run", help="generate data, train pos/neg adapters, take dW, show before/after")
     add_model(p)
     add_direction_args(p)
-    p.add_argument("--target-kl", type=float, default=None,
-                   help="also calibrate alpha to this kl_p95 (nats) and show the calibrated alphas")
+    add_eval_args(p, evals_default="", evals_help="benchmarks to show beside the behaviour's probe, e.g. "
+                                                  "sycophancy (a comma list; default none)")
+    p.add_argument("--target-kl", default=None,
+                   help="also calibrate alpha to this kl_p95 in nats (or to each of a comma list of doses) "
+                        "and show the calibrated alphas")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("smoke", help="the run pipeline on a tiny random model (about a minute)")

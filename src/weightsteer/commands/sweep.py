@@ -1,4 +1,4 @@
-"""`weightsteer sweep` and `weightsteer report`."""
+"""`weightsteer sweep`, `weightsteer report` and `weightsteer headroom`."""
 
 from __future__ import annotations
 
@@ -9,27 +9,35 @@ from pathlib import Path
 
 from ..errors import WeightsteerError
 from . import add_model, log
-from .run import add_direction_args, settings_from
+from .run import (
+    add_direction_args,
+    add_eval_args,
+    behaviour_from,
+    benchmarks_from,
+    check_tokenizer,
+    data_dirs_from,
+    settings_from,
+)
 
 
 def cmd_sweep(args) -> None:
-    from ..evals import BENCHMARKS
+    from ..doses import parse_doses
     from ..models import load_model
     from ..sweep import Sweep, SweepSettings, parse_methods
 
     methods = parse_methods(args.methods)
-    benchmarks = tuple(b.strip() for b in args.evals.split(","))
-    unknown = [b for b in benchmarks if b not in BENCHMARKS]
-    if unknown:
-        raise WeightsteerError(f"unknown benchmark '{unknown[0]}': choose from {', '.join(sorted(BENCHMARKS))}")
     data, train = settings_from(args)
-    data_dirs = {b: d for b, d in (("tinymfv", args.tinymfv_dir), ("airisk", args.airisk_dir)) if d}
-    settings = SweepSettings(args.behavior, methods, benchmarks, args.target_kl, args.tol, args.limit, data_dirs,
-                             pos_only=tuple(b for b in args.pos_only.split(",") if b),
-                             n_calibration=args.n_calibration, data=data, train={"steps": train.steps, "rank": train.rank, "lr": train.lr,
-                                               "layer_span": train.layer_span})
+    doses = parse_doses(args.target_kl)
+    behaviour = behaviour_from(args)
+    benches = benchmarks_from(args, behaviour)  # every benchmark's data read and checked up front
+    settings = SweepSettings(behaviour, methods, tuple(b for b, _ in benches), doses, args.tol, args.limit,
+                             data_dirs_from(args), pos_only=tuple(b for b in args.pos_only.split(",") if b),
+                             n_calibration=args.n_calibration, data=data,
+                             train={"steps": train.steps, "rank": train.rank, "lr": train.lr,
+                                    "layer_span": train.layer_span})
     started = time.time()
     model, tokenizer = load_model(args.model)
+    check_tokenizer(tokenizer, benches)
     status = Sweep(model, tokenizer, settings, Path(args.out), log).run()
     failed = [m for m in methods if not status.get(m, {}).get("ok")]
     log(f"sweep finished in {time.time() - started:.0f} s: {len(methods) - len(failed)} methods ok"
@@ -39,64 +47,70 @@ def cmd_sweep(args) -> None:
 
 
 def cmd_report(args) -> None:
+    from ..behaviours import load_behaviour
     from ..report import build_report
 
     command = "weightsteer " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     label = args.model.rstrip("/").split("/")[-1]
-    for behaviour in args.behavior.split(","):
-        out = build_report(Path(args.out), label, behaviour, Path(args.to) / label, command)
+    for spec in args.behavior.split(","):
+        out = build_report(Path(args.out), label, load_behaviour(spec.strip()).name, Path(args.to) / label, command)
         print(f"wrote {out}")
 
 
 def cmd_headroom(args) -> None:
-    from ..headroom import PROBES, headroom_verdict, probe_stat
+    from ..behaviours import load_behaviour
+    from ..headroom import headroom_verdict
     from ..models import load_model
     from ..report import ci
-    from ..sweep import Sweep, SweepSettings
+    from ..results import References
 
-    behaviours = [b.strip() for b in args.behavior.split(",")]
-    unknown = [b for b in behaviours if b not in PROBES]
-    if unknown:
-        raise WeightsteerError(f"unknown behaviour '{unknown[0]}': choose from {', '.join(PROBES)}")
+    if args.limit is not None and args.limit < 1:
+        raise WeightsteerError(f"--limit must be at least 1, got {args.limit}")
+    behaviours = [load_behaviour(spec.strip()) for spec in args.behavior.split(",")]
+    dirs = data_dirs_from(args)
+    items = {b.name: b.probe.load(dirs.get(b.probe.name), args.limit) for b in behaviours if b.probe is not None}
     model, tokenizer = load_model(args.model)
+    check_tokenizer(tokenizer, [(b.probe, None) for b in behaviours if b.probe is not None])
     print("| behaviour | probe | POS - NEG persona prompt [95% CI] | verdict |\n|---|---|---|---|")
-    for behaviour in behaviours:
-        bench, axis = PROBES[behaviour]
-        settings = SweepSettings(behaviour, (), (bench,), limit=args.limit,
-                                 data_dirs={"tinymfv": args.tinymfv_dir} if args.tinymfv_dir else {})
-        stat = probe_stat(Sweep(model, tokenizer, settings, Path(args.out), log).headroom(bench), axis)
-        probe = f"{bench} {axis} axis" if axis else f"{bench} log-ratio"
-        print(f"| {behaviour} | {probe} | {ci(stat, '+.3f')} | {headroom_verdict(stat).split(':')[0]} |", flush=True)
+    for b in behaviours:
+        if b.probe is None:
+            print(f"| {b.name} | none | n/a | no probe: add a [probe] table to {b.source} |", flush=True)
+            continue
+        summary = References(model, tokenizer, args.out, b, log=log).headroom(b.probe, items[b.name])
+        stat = b.probe.stat(summary, shift=True) if summary else None
+        print(f"| {b.name} | {b.probe.describe()} | {ci(stat, '+.3f')} | {headroom_verdict(stat).split(':')[0]} |",
+              flush=True)
 
 
 def register(sub) -> None:
-    p = sub.add_parser("sweep", help="every method for a behaviour: build, calibrate to one KL, evaluate")
+    from ..behaviours import builtin_names
+
+    p = sub.add_parser("sweep", help="every method for a behaviour: build, calibrate to each KL dose, evaluate")
     add_model(p)
     add_direction_args(p)
+    add_eval_args(p, evals_default="sycophancy",
+                  evals_help="benchmarks scored beside the behaviour's probe: a comma list of tinymfv, airisk "
+                             "or a built-in behaviour's probe (default sycophancy; '' for the probe alone)")
     p.add_argument("--methods", default="all", help="comma list of methods, or all / weight / activation / prompting")
-    p.add_argument("--evals", default="tinymfv,sycophancy", help="comma list (default tinymfv,sycophancy)")
-    p.add_argument("--target-kl", type=float, default=1.0)
+    p.add_argument("--target-kl", default="1", help="the dose: kl_p95 in nats, or a comma list of doses (default 1)")
     p.add_argument("--tol", type=float, default=0.05)
-    p.add_argument("--limit", type=int, default=None, help="only the first N items of each benchmark")
     p.add_argument("--pos-only", default="", help="benchmarks to score at +C only, e.g. tinymfv (halves their cost)")
     p.add_argument("--n-calibration", type=int, default=None, help="calibration prompts (default: all 40)")
-    p.add_argument("--tinymfv-dir", default=None, help="local copy of tiny-mfv (default: the hub)")
-    p.add_argument("--airisk-dir", default=None, help="local copy of AIRiskDilemmas (default: the hub)")
     p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("headroom", help="how far each behaviour's probe moves under the POS vs NEG persona prompt")
     add_model(p)
-    p.add_argument("--behavior", "--behaviour", dest="behavior", default="honesty,trad_care,authority,sycophancy,mood",
-                   help="a comma list (default: all)")
+    p.add_argument("--behavior", "--behaviour", dest="behavior", default=",".join(builtin_names()),
+                   help="a comma list of built-in behaviours or behaviour files (default: every built-in)")
     p.add_argument("--out", default="out")
-    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--limit", type=int, default=None, help="a seeded, stratified sample of N probe items")
     p.add_argument("--tinymfv-dir", default=None, help="local copy of tiny-mfv (default: the hub)")
-    p.set_defaults(func=cmd_headroom)
+    p.set_defaults(func=cmd_headroom, airisk_dir=None)
 
     p = sub.add_parser("report", help="markdown tables and plots from saved sweep summaries")
     add_model(p)
     p.add_argument("--behavior", "--behaviour", dest="behavior", default="trad_care",
-                   help="one behaviour or a comma list")
+                   help="one behaviour (name or file) or a comma list")
     p.add_argument("--out", default="out", help="root of the run folders (default: out)")
     p.add_argument("--to", default="docs/report", help="report folder (default: docs/report)")
     p.set_defaults(func=cmd_report)

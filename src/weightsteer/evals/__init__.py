@@ -1,20 +1,40 @@
-"""The benchmarks, all behind one interface so the CLI, the sweep and calibration treat them alike.
+"""The benchmarks, all behind one interface, so the CLI, the sweep and calibration treat them alike.
 
-Each module in BENCHMARKS provides:
+A benchmark is any object with:
+- name: what its results files are called;
 - load(data_dir=None, limit=None) -> list of items (from the hub, or a local folder described in the
-  module's docstring); bad data raises WeightsteerError naming the file and row.
+  module's docstring; `limit` takes a seeded, stratified subset, evals/sampling.py); bad data raises
+  WeightsteerError naming the file and row.
 - score(model, tokenizer, items, *, system=None, user_prefix=None, batch_size=16, progress=True)
   -> one JSON-able dict per row, each with an `id`. It never touches weights: steer around the call.
 - summarise(rows, base_rows=None, n_boot=256, seed=0) -> JSON-able summary with bootstrap 95%
   intervals ({"mean", "lo", "hi", "n"}); with base_rows also "shift", paired against the base run.
-- HEADLINE_KEY, the summary key of the number report tables show, and
-  headline(summary, *, shift=False) -> float | None, its mean (or the mean of its shift vs base):
-  tinymfv mean logit(wrongness); airisk truthfulness log-ratio; sycophancy, honesty and mood mean
-  log-ratio.
+- HEADLINE_KEY, and stat(summary, *, shift=False) -> {"mean", "lo", "hi"}: the number report tables
+  show (tinymfv mean logit(wrongness); airisk truthfulness log-ratio), or its paired shift vs base.
 
+The modules tinymfv and airisk are benchmarks; so is every behaviour's probe (probes/), and the
+probes of the built-in behaviours can be asked for by the behaviour's name (`--evals sycophancy`).
 si.py (surgical informedness) and stats.py (bootstrap) work on the rows of any of them.
 """
 
-from . import airisk, honesty, mood, sycophancy, tinymfv
+from . import airisk, tinymfv
 
-BENCHMARKS = {"tinymfv": tinymfv, "airisk": airisk, "sycophancy": sycophancy, "honesty": honesty, "mood": mood}
+BENCHMARKS = {module.name: module for module in (tinymfv, airisk)}
+
+
+def benchmark(name: str):
+    """The benchmark a name on the command line means: a module above or a built-in behaviour's probe."""
+    from ..behaviours import builtin_names, load_behaviour
+    from ..errors import WeightsteerError
+
+    if name in BENCHMARKS:
+        return BENCHMARKS[name]
+    if name in builtin_names():
+        return load_behaviour(name).probe
+    raise WeightsteerError(f"unknown benchmark '{name}': choose from {', '.join(benchmark_names())}")
+
+
+def benchmark_names() -> list[str]:
+    from ..behaviours import builtin_names
+
+    return [*BENCHMARKS, *builtin_names()]

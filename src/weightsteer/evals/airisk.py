@@ -53,6 +53,7 @@ QUESTION = ("Think briefly before you answer.\n\n"
 THINK_OPEN, THINK_CLOSE = "<think>\n", "</think>"
 PLAIN_THINK_PREFIX = "Let me think briefly."
 CHOICE_CUE = "My choice: Action "
+name = "airisk"
 HEADLINE_KEY = "log_ratio"  # mean truthfulness log-ratio
 
 
@@ -140,6 +141,6 @@ def summarise(rows: list[dict], base_rows: list[dict] | None = None, n_boot: int
     return summarise_by_id(rows, (HEADLINE_KEY, "p_mass"), base_rows, n_boot=n_boot, seed=seed)
 
 
-def headline(summary: dict, *, shift: bool = False) -> float | None:
-    """Mean truthfulness log-ratio (or, with shift=True, its paired shift vs base)."""
-    return (summary["shift"] if shift else summary)[HEADLINE_KEY]["mean"]
+def stat(summary: dict, *, shift: bool = False) -> dict:
+    """{"mean", "lo", "hi"} of the mean truthfulness log-ratio (or, with shift=True, of its paired shift vs base)."""
+    return (summary["shift"] if shift else summary)[HEADLINE_KEY]

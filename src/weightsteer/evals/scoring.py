@@ -72,17 +72,19 @@ def read_jsonl(path: Path, required: Sequence[str]) -> list[dict]:
 
 
 def decoded_vocab(tokenizer) -> list[str]:
-    """Each token id's text, stripped and lower-cased; decoded once per tokenizer."""
+    """Each token id's text, stripped; decoded once per tokenizer."""
     if tokenizer not in _DECODED_VOCAB:
         texts = tokenizer.batch_decode([[i] for i in range(len(tokenizer))])
-        _DECODED_VOCAB[tokenizer] = [t.strip().lower() for t in texts]
+        _DECODED_VOCAB[tokenizer] = [t.strip() for t in texts]
     return _DECODED_VOCAB[tokenizer]
 
 
-def token_set(tokenizer, words: Iterable[str]) -> torch.Tensor:
-    """Ids of every token whose decoded text, stripped and lower-cased, is one of `words`."""
-    wanted = {w.strip().lower() for w in words}
-    ids = [i for i, text in enumerate(decoded_vocab(tokenizer)) if text in wanted]
+def token_set(tokenizer, words: Iterable[str], *, case_sensitive: bool = False) -> torch.Tensor:
+    """Ids of every token whose decoded text, stripped (and lower-cased unless case_sensitive), is one
+    of `words`: "yes" matches " Yes", "yes" and "YES"; a case-sensitive "A" matches " A" but not " a"."""
+    fold = (lambda t: t) if case_sensitive else str.lower
+    wanted = {fold(w.strip()) for w in words}
+    ids = [i for i, text in enumerate(decoded_vocab(tokenizer)) if fold(text) in wanted]
     if not ids:
         raise WeightsteerError(f"the tokenizer has no token for any of {sorted(wanted)}")
     return torch.tensor(ids, dtype=torch.long)

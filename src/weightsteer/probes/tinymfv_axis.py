@@ -1,0 +1,53 @@
+"""`tinymfv`: a moral-foundations axis on the tiny-mfv vignettes (evals/tinymfv.py).
+
+The axis is a weighting of the foundations' logit(wrongness): trad_care is {Sanctity = 1, Care = -1}
+(more POS = Sanctity violations judged more wrong relative to Care violations). The rows are the
+tiny-mfv benchmark's own, so the probe shares them (and their cache) with `--evals tinymfv`; only
+the summary adds the axis, on the absolute values and on the paired shifts. The data come from the
+hub or the local copy passed as --tinymfv-dir.
+"""
+
+from __future__ import annotations
+
+from ..evals import tinymfv
+from .base import Probe
+
+
+class TinyMfvProbe(Probe):
+    kind = "tinymfv"
+    HEADLINE_KEY = tinymfv.HEADLINE_KEY
+    mass_key = "bool_mass"
+
+    def __init__(self, behaviour: str, axis: dict[str, float]):
+        super().__init__(tinymfv.name, [])
+        self.behaviour, self.axis = behaviour, dict(axis)
+
+    @classmethod
+    def from_fields(cls, behaviour: str, f) -> TinyMfvProbe:
+        axis = f.raw("axis")
+        if (not isinstance(axis, dict) or not axis
+                or not all(isinstance(w, int | float) and not isinstance(w, bool) for w in axis.values())):
+            raise f.fail("axis", "must be a table of foundation weights, e.g. {Sanctity = 1, Care = -1}")
+        unknown = [name for name in axis if name not in tinymfv.FOUNDATIONS]
+        if unknown:
+            raise f.fail("axis", f"unknown foundation '{unknown[0]}': use {', '.join(tinymfv.FOUNDATIONS)}")
+        return cls(behaviour, {name: float(w) for name, w in axis.items()})
+
+    def describe(self) -> str:
+        terms = " ".join(f"{w:+g} {name}" for name, w in self.axis.items())
+        return f"tinymfv axis {terms} (tiny-mfv vignettes)"
+
+    def load(self, data_dir=None, limit: int | None = None) -> list[dict]:
+        return tinymfv.load(data_dir, limit)
+
+    def rows_key(self) -> dict:
+        return {}  # the tiny-mfv benchmark's rows exactly
+
+    def score(self, model, tokenizer, items, **kwargs) -> list[dict]:
+        return tinymfv.score(model, tokenizer, items, **kwargs)
+
+    def summarise(self, rows, base_rows=None, n_boot: int = 256, seed: int = 0) -> dict:
+        return tinymfv.summarise(rows, base_rows, n_boot, seed, axes={self.behaviour: self.axis})
+
+    def stat(self, summary: dict, *, shift: bool = False) -> dict:
+        return (summary["shift"] if shift else summary)["axes"][self.behaviour]
