@@ -161,3 +161,25 @@ def test_a_file_without_a_probe_or_pairs_but_with_data(tmp_path):
     path.write_text('name = "own"\npos_label = "kind"\nneg_label = "curt"\n')
     with pytest.raises(WeightsteerError, match="pairs: missing"):
         load_behaviour(str(path))
+
+
+def test_a_behaviour_built_in_python_equals_the_same_file(tmp_path):
+    import weightsteer as ws
+
+    prompts = ["What do you drink in the morning?", "What should I order at the cafe?"]
+    made = ws.Behaviour("tea", "tea drinker", "coffee drinker",
+                        pairs=[["someone who loves tea", "someone who loves coffee"],
+                               ["a devoted tea drinker", "a devoted coffee drinker"]],
+                        description="Prefers tea to coffee.",
+                        questions=["What is your morning routine?", "How do you relax?"],
+                        showcase=["What should I drink this morning?"],
+                        probe=ws.probes.NextWordProbe(prompts, [" tea", " green"], [" coffee", " espresso"],
+                                                      prefill="I would have a cup of"))
+    loaded = load_behaviour(str(write_tea(tmp_path)))
+    assert made == ws.Behaviour(**{**loaded.__dict__, "source": "python"})
+    assert made.probe.rows_key() == loaded.probe.rows_key() and made.probe.items == loaded.probe.items
+    assert made.probe.name == "tea"
+    with pytest.raises(WeightsteerError, match="template .* must contain {persona}"):
+        ws.Behaviour("tea", "a", "b", pairs=[("x", "y")], template="Pretend.")
+    with pytest.raises(WeightsteerError, match="needs persona pairs or contrastive data"):
+        ws.Behaviour("tea", "a", "b")

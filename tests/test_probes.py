@@ -30,13 +30,16 @@ def render(tokenizer, user: str, prefill: str = "") -> str:
 
 
 def probe_from(table: dict, tmp_path, name="b"):
-    return probe_from_fields(name, Fields(table, tmp_path / "b.toml", "probe."))
+    probe = probe_from_fields(Fields(table, tmp_path / "b.toml", "probe."))
+    probe.attach(name)
+    return probe
 
 
 def test_next_word_log_ratio_and_mass(tiny_llama):
     model, tokenizer = tiny_llama
-    probe = NextWordProbe("tea", ["What do you drink?", "Pick a drink."], "I would have a cup of",
-                          [" tea", " green"], [" coffee", " espresso"])
+    probe = NextWordProbe(["What do you drink?", "Pick a drink."], [" tea", " green"], [" coffee", " espresso"],
+                          prefill="I would have a cup of")
+    probe.attach("tea")
     rows = probe.score(model, tokenizer, probe.load(), batch_size=2, progress=False)
     first = {w: tokenizer.encode(w, add_special_tokens=False)[0] for w in (" tea", " green", " coffee", " espresso")}
     for item, row in zip(probe.load(), rows, strict=True):

@@ -28,21 +28,50 @@ N_SHOWCASE_DEFAULT = 3
 NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
+def _pool_train() -> tuple[str, ...]:
+    return question_pool()[0]
+
+
+def _pool_calibration() -> tuple[str, ...]:
+    return question_pool()[1]
+
+
 @dataclass(frozen=True)
 class Behaviour:
+    """What to steer. Built by load_behaviour from a file, or in Python from arguments:
+
+        ws.Behaviour("tea", "tea drinker", "coffee drinker", pairs=[("someone who loves tea", "someone who
+                     loves coffee")], probe=NextWordProbe(prompts, [" tea"], [" coffee"], prefill="I'd have"))
+    """
+
     name: str
-    description: str
-    template: str
     pos_label: str
     neg_label: str
-    pairs: tuple[tuple[str, str], ...]
-    questions: tuple[str, ...]  # for data generation and for fitting activation baselines
-    calibration: tuple[str, ...]  # held-out prompts for iso-KL calibration
-    showcase: tuple[str, ...]  # greedy answers in `weightsteer run`
+    pairs: tuple[tuple[str, str], ...] = ()
+    template: str = "Pretend you're {persona}."
+    description: str = ""
+    questions: tuple[str, ...] = field(default_factory=_pool_train)  # data generation, activation fits
+    calibration: tuple[str, ...] = field(default_factory=_pool_calibration)  # held-out iso-KL prompts
+    showcase: tuple[str, ...] = ()  # greedy answers in `weightsteer run`; default: 3 calibration prompts
     probe: Probe | None = field(default=None, compare=False)
     data: str | None = None  # contrastive data that replaces generation: a JSONL file or a hub dataset id
     data_split: str | None = None  # the split of a hub dataset
-    source: str = "built-in"
+    source: str = "python"
+
+    def __post_init__(self):
+        template = template_problem(self.template)
+        problem = name_problem(self.name) or (template and f"template {template}") or pairs_problem(self.pairs)
+        if problem:
+            raise WeightsteerError(f"behaviour '{self.name}': {problem}")
+        if not self.pairs and self.data is None:
+            raise WeightsteerError(f"behaviour '{self.name}' needs persona pairs or contrastive data")
+        for key in ("questions", "calibration", "showcase"):
+            object.__setattr__(self, key, tuple(getattr(self, key)))
+        object.__setattr__(self, "pairs", tuple((pos, neg) for pos, neg in self.pairs))
+        if not self.showcase:
+            object.__setattr__(self, "showcase", self.calibration[:N_SHOWCASE_DEFAULT])
+        if self.probe is not None:
+            self.probe.attach(self.name)
 
     def persona_prompts(self, n_personas: int = 1) -> list[tuple[str, str]]:
         """The first n persona pairs as (POS system prompt, NEG system prompt)."""
@@ -65,6 +94,31 @@ class Behaviour:
 
     def with_data(self, data: str, split: str | None = None) -> Behaviour:
         return replace(self, data=str(data), data_split=split)
+
+
+def name_problem(name) -> str | None:
+    if not isinstance(name, str) or not NAME.match(name):
+        return f"{name!r} may hold only letters, digits, _ and - (it names the run folder)"
+    return None
+
+
+def template_problem(template) -> str | None:
+    try:
+        ok = isinstance(template, str) and "{persona}" in template and template.format(persona="x") is not None
+    except (KeyError, IndexError, ValueError):
+        ok = False
+    if not ok:
+        return (f"{template!r} must contain {{persona}} and no other {{...}} field "
+                "(write literal braces as {{ and }})")
+    return None
+
+
+def pairs_problem(pairs) -> str | None:
+    if isinstance(pairs, list | tuple) and all(
+            isinstance(p, list | tuple) and len(p) == 2 and all(isinstance(t, str) and t.strip() for t in p)
+            for p in pairs):
+        return None
+    return 'pairs must be a list of [POS, NEG] persona pairs of non-empty strings, e.g. [["a tea lover", "a coffee lover"]]'
 
 
 # ---- the question pool ----------------------------------------------------------------------------
@@ -133,25 +187,23 @@ def read_behaviour_file(path: Path, *, source: str | None = None) -> Behaviour:
 
 def _from_fields(f: Fields, source: str) -> Behaviour:
     name = f.text("name")
-    if not NAME.match(name):
-        raise f.fail("name", f"{name!r} may hold only letters, digits, _ and - (it names the run folder)")
+    if problem := name_problem(name):
+        raise f.fail("name", problem)
     data = f.raw("data", None)
     if data is not None:
         if not isinstance(data, str) or not data.strip():
             raise f.fail("data", "must be the path of a JSONL file of contrastive responses, relative to this file")
         data = str(f.path("data", {"file": data}))
     pairs = _pairs(f, required=data is None)
-    template = _template(f) if pairs or f.has("template") else "{persona}"
-    train_pool, calib_pool = question_pool()
-    questions = _questions(f, "questions", train_pool)
-    calibration = _questions(f, "calibration", calib_pool)
-    showcase = f.texts("showcase", list(calibration[:N_SHOWCASE_DEFAULT]))
+    template = f.text("template", Behaviour.template)
+    if problem := template_problem(template):
+        raise f.fail("template", problem)
     probe_fields = f.sub("probe")
-    probe = probe_from_fields(name, probe_fields) if probe_fields else None
-    behaviour = Behaviour(name=name, description=f.text("description", "", allow_empty=True), template=template,
-                          pos_label=f.text("pos_label"), neg_label=f.text("neg_label"), pairs=pairs,
-                          questions=questions, calibration=calibration, showcase=showcase, probe=probe,
-                          data=data, source=source)
+    behaviour = Behaviour(
+        name=name, pos_label=f.text("pos_label"), neg_label=f.text("neg_label"), pairs=pairs, template=template,
+        description=f.text("description", "", allow_empty=True), questions=_questions(f, "questions", _pool_train()),
+        calibration=_questions(f, "calibration", _pool_calibration()), showcase=f.texts("showcase") if f.has("showcase") else (),
+        probe=probe_from_fields(probe_fields) if probe_fields else None, data=data, source=source)
     f.done()
     return behaviour
 
@@ -164,23 +216,10 @@ def _pairs(f: Fields, *, required: bool) -> tuple[tuple[str, str], ...]:
                                   "(or a `data` file of contrastive responses)")
         return ()
     value = f.raw("pairs")
-    if not isinstance(value, list) or not value or not all(
-            isinstance(p, list) and len(p) == 2 and all(isinstance(s, str) and s.strip() for s in p) for p in value):
-        raise f.fail("pairs", 'must be a non-empty list of [POS, NEG] persona pairs of non-empty strings, e.g. '
+    if not value or pairs_problem(value):
+        raise f.fail("pairs", "must be a non-empty list of [POS, NEG] persona pairs of non-empty strings, e.g. "
                               '[["a tea lover", "a coffee lover"]]')
     return tuple((pos, neg) for pos, neg in value)
-
-
-def _template(f: Fields) -> str:
-    template = f.text("template")
-    try:
-        ok = "{persona}" in template and template.format(persona="x") is not None
-    except (KeyError, IndexError, ValueError):
-        ok = False
-    if not ok:
-        raise f.fail("template", f"{template!r} must contain {{persona}} and no other {{...}} field "
-                                 "(write literal braces as {{ and }})")
-    return template
 
 
 def _questions(f: Fields, key: str, pool: tuple[str, ...]) -> tuple[str, ...]:

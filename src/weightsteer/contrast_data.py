@@ -14,10 +14,10 @@ installed. Every row is checked, and a problem names the file and line.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from .errors import WeightsteerError
+from .jsonl import jsonl_rows
 
 SIDES = ("pos", "neg")
 ROLES = ("system", "user", "assistant")
@@ -27,7 +27,7 @@ def read_contrast_data(source: str | Path, split: str | None = None) -> list[dic
     """Rows {side, prompt, response}: every pair split into its two sides, in file order."""
     path = Path(source)
     if path.is_file():
-        raw = list(_file_rows(path))
+        raw = list(jsonl_rows(path))
     elif path.exists() or path.suffix in (".jsonl", ".json") or str(source).count("/") != 1:
         raise WeightsteerError(f"contrastive data file '{source}' does not exist: pass a JSONL file "
                                "(see docs/behaviours.md) or a Hugging Face dataset id ORG/NAME")
@@ -74,20 +74,6 @@ def check_prompt(prompt, where: str) -> str | list[dict]:
     if prompt[-1]["role"] != "user":
         raise WeightsteerError(f"{where}: 'prompt' must end with a user message (the response answers it)")
     return [{"role": t["role"], "content": t["content"]} for t in prompt]
-
-
-def _file_rows(path: Path):
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as err:
-        raise WeightsteerError(f"cannot read {path} ({err}): it must be UTF-8 JSONL, one object per line") from None
-    for line_no, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            yield json.loads(line), f"{path} line {line_no}"
-        except json.JSONDecodeError as err:
-            raise WeightsteerError(f"{path} line {line_no} is not valid JSON ({err.msg})") from None
 
 
 def _hub_rows(name: str, split: str | None):

@@ -15,14 +15,14 @@ from .yes_no import YesNoProbe
 KINDS = {cls.kind: cls for cls in (NextWordProbe, YesNoProbe, ChoiceProbe, TinyMfvProbe)}
 
 
-def probe_from_fields(behaviour: str, f) -> Probe:
+def probe_from_fields(f) -> Probe:
     """The probe a behaviour file's [probe] table describes (f: a fields.Fields over that table)."""
     kind = f.text("kind")
     if kind not in KINDS:
         raise f.fail("kind", f"unknown probe kind '{kind}': choose one of {', '.join(KINDS)}")
-    probe = KINDS[kind].from_fields(behaviour, f)
+    probe = KINDS[kind].from_fields(f)
     f.done()
     return probe
 
 
-__all__ = ["KINDS", "Probe", "probe_from_fields"]
+__all__ = ["KINDS", "ChoiceProbe", "NextWordProbe", "Probe", "TinyMfvProbe", "YesNoProbe", "probe_from_fields"]

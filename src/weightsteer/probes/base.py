@@ -21,9 +21,13 @@ class Probe:
     mass_key = ""
     summary_keys: tuple[str, ...] = ()
 
-    def __init__(self, name: str, items: list[dict]):
-        self.name = name
+    def __init__(self, items: list[dict]):
+        self.name: str | None = None  # the behaviour's name, set when a Behaviour takes the probe
         self.items = items
+
+    def attach(self, behaviour: str) -> None:
+        """Called by the Behaviour that owns the probe: results files are named after it."""
+        self.name = behaviour
 
     # ---- items ---------------------------------------------------------------------------------
     def group_of(self, item: dict) -> str:

@@ -33,9 +33,10 @@ from .. import chat
 from ..errors import WeightsteerError
 from ..evals import scoring
 from .base import HEADLINE_KEY, Probe
-from .items import read_items
+from .items import python_items, read_items
 
 LETTERS = "ABCDEFGHIJ"
+COLUMNS = ("question", "options", "pos")
 INSTRUCTION = "Answer with the letter of your choice."
 PREFILL = "("
 OPTION_LINE = re.compile(r"^[ \t]*\(([A-J])\)[ \t]*(.*?)[ \t]*$", re.MULTILINE)
@@ -92,8 +93,11 @@ class ChoiceProbe(Probe):
     mass_key = "letter_mass"
     summary_keys = (HEADLINE_KEY, "letter_mass")
 
+    def __init__(self, items: list[dict]):
+        super().__init__(python_items(self.kind, items, native_item, COLUMNS))
+
     @classmethod
-    def from_fields(cls, name: str, f) -> ChoiceProbe:
+    def from_fields(cls, f) -> ChoiceProbe:
         pos_is = f.text("pos_is", "matching")
         if pos_is not in ("matching", "not_matching"):
             raise f.fail("pos_is", f'must be "matching" or "not_matching", got {pos_is!r}')
@@ -103,7 +107,7 @@ class ChoiceProbe(Probe):
                 return model_written_item(row, where, pos_is)
             return native_item(row, where)
 
-        return cls(name, read_items(f, "items", check, ("question", "options", "pos")))
+        return cls(read_items(f, "items", check, COLUMNS))
 
     def describe(self) -> str:
         return f"choice, {len(self.items)} questions shown in both option orders"

@@ -1,4 +1,4 @@
-"""A probe's items: inline tables in the behaviour file, or a JSONL file beside it.
+"""A probe's items: inline tables in the behaviour file, a JSONL file beside it, or Python dicts.
 
     [[probe.items]]                       or    [probe]
     question = "..."                            items = { file = "items.jsonl" }
@@ -11,26 +11,18 @@ files and keeps it paired across runs; it defaults to the row's position. Ids mu
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from ..errors import WeightsteerError
+from ..jsonl import jsonl_rows
+
+Check = Callable[[dict, str], dict]
 
 
-def read_items(f, key: str, check: Callable[[dict, str], dict], columns: tuple[str, ...]) -> list[dict]:
-    value = f.raw(key)
-    if isinstance(value, dict):
-        path = f.path(key, value)
-        raw = list(_jsonl_rows(path))
-    elif isinstance(value, list) and value:
-        raw = [(row, f"{f.source}: {f.prefix}{key}[{i}]") for i, row in enumerate(value)]
-    else:
-        raise f.fail(key, f"must be a non-empty list of tables with {', '.join(columns)}, "
-                          'or {file = "items.jsonl"}')
-    if not raw:
-        raise f.fail(key, "has no rows")
+def make_items(rows: Iterable[tuple[object, str]], check: Check, columns: tuple[str, ...]) -> list[dict]:
+    """Checked items with ids, from (row, where it came from) pairs."""
     items, seen = [], set()
-    for index, (row, where) in enumerate(raw):
+    for index, (row, where) in enumerate(rows):
         if not isinstance(row, dict):
             raise WeightsteerError(f"{where}: must be a table/object with {', '.join(columns)}")
         item_id = row.get("id", index)
@@ -38,18 +30,26 @@ def read_items(f, key: str, check: Callable[[dict, str], dict], columns: tuple[s
             raise WeightsteerError(f"{where}: 'id' must be a unique string or integer, got {item_id!r}")
         seen.add(item_id)
         items.append({"id": item_id, **check({k: v for k, v in row.items() if k != "id"}, where)})
+    if not items:
+        raise WeightsteerError(f"a probe needs at least one item with {', '.join(columns)}")
     return items
 
 
-def _jsonl_rows(path):
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as err:
-        raise WeightsteerError(f"cannot read {path} ({err}): it must be UTF-8 JSONL, one object per line") from None
-    for line_no, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            yield json.loads(line), f"{path} line {line_no}"
-        except json.JSONDecodeError as err:
-            raise WeightsteerError(f"{path} line {line_no} is not valid JSON ({err.msg})") from None
+def python_items(kind: str, rows: Iterable[dict], check: Check, columns: tuple[str, ...]) -> list[dict]:
+    """Items given from Python (as dicts); already-numbered items pass through unchanged."""
+    return make_items(((row, f"{kind} item {i}") for i, row in enumerate(rows)), check, columns)
+
+
+def read_items(f, key: str, check: Check, columns: tuple[str, ...]) -> list[dict]:
+    """The items of a [probe] table's `key`: inline tables or {file = "items.jsonl"}."""
+    value = f.raw(key)
+    if isinstance(value, dict):
+        rows = list(jsonl_rows(f.path(key, value)))
+    elif isinstance(value, list) and value:
+        rows = [(row, f"{f.source}: {f.prefix}{key}[{i}]") for i, row in enumerate(value)]
+    else:
+        raise f.fail(key, f"must be a non-empty list of tables with {', '.join(columns)}, "
+                          'or {file = "items.jsonl"}')
+    if not rows:
+        raise f.fail(key, "has no rows")
+    return make_items(rows, check, columns)

@@ -50,14 +50,17 @@ class NextWordProbe(Probe):
     mass_key = "word_mass"
     summary_keys = (HEADLINE_KEY, "word_mass", "vader")
 
-    def __init__(self, name: str, prompts, prefill: str, pos_words, neg_words, vader: bool = False):
-        super().__init__(name, [{"id": i, "prompt": p} for i, p in enumerate(prompts)])
+    def __init__(self, prompts, pos_words, neg_words, prefill: str = "", vader: bool = False):
+        for label, texts in (("prompts", prompts), ("pos_words", pos_words), ("neg_words", neg_words)):
+            if isinstance(texts, str) or not texts or not all(isinstance(t, str) and t.strip() for t in texts):
+                raise WeightsteerError(f"next_word probe: {label} must be a non-empty list of non-empty strings")
+        super().__init__([{"id": i, "prompt": p} for i, p in enumerate(prompts)])
         self.prefill, self.pos_words, self.neg_words, self.vader = prefill, tuple(pos_words), tuple(neg_words), vader
 
     @classmethod
-    def from_fields(cls, name: str, f) -> NextWordProbe:
-        return cls(name, f.texts("prompts"), f.text("prefill", "", allow_empty=True), f.texts("pos_words"),
-                   f.texts("neg_words"), f.flag("vader", False))
+    def from_fields(cls, f) -> NextWordProbe:
+        return cls(f.texts("prompts"), f.texts("pos_words"), f.texts("neg_words"),
+                   f.text("prefill", "", allow_empty=True), f.flag("vader", False))
 
     def rows_key(self) -> dict:
         return {"kind": self.kind, "prefill": self.prefill, "pos": self.pos_words, "neg": self.neg_words,

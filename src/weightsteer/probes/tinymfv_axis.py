@@ -9,8 +9,20 @@ hub or the local copy passed as --tinymfv-dir.
 
 from __future__ import annotations
 
+from ..errors import WeightsteerError
 from ..evals import tinymfv
 from .base import Probe
+
+
+def axis_problem(axis) -> str | None:
+    """What is wrong with an axis table, or None."""
+    if (not isinstance(axis, dict) or not axis
+            or not all(isinstance(w, int | float) and not isinstance(w, bool) for w in axis.values())):
+        return "must be a table of foundation weights, e.g. {Sanctity = 1, Care = -1}"
+    unknown = [name for name in axis if name not in tinymfv.FOUNDATIONS]
+    if unknown:
+        return f"unknown foundation '{unknown[0]}': use {', '.join(tinymfv.FOUNDATIONS)}"
+    return None
 
 
 class TinyMfvProbe(Probe):
@@ -18,20 +30,24 @@ class TinyMfvProbe(Probe):
     HEADLINE_KEY = tinymfv.HEADLINE_KEY
     mass_key = "bool_mass"
 
-    def __init__(self, behaviour: str, axis: dict[str, float]):
-        super().__init__(tinymfv.name, [])
-        self.behaviour, self.axis = behaviour, dict(axis)
+    def __init__(self, axis: dict[str, float]):
+        problem = axis_problem(axis)
+        if problem:
+            raise WeightsteerError(f"tinymfv probe: axis {problem}")
+        super().__init__([])
+        self.name = tinymfv.name  # the tiny-mfv benchmark's rows, whatever the behaviour
+        self.axis = {name: float(w) for name, w in axis.items()}
+        self.behaviour = "axis"
+
+    def attach(self, behaviour: str) -> None:
+        self.behaviour = behaviour  # the axis is reported under the behaviour's name
 
     @classmethod
-    def from_fields(cls, behaviour: str, f) -> TinyMfvProbe:
-        axis = f.raw("axis")
-        if (not isinstance(axis, dict) or not axis
-                or not all(isinstance(w, int | float) and not isinstance(w, bool) for w in axis.values())):
-            raise f.fail("axis", "must be a table of foundation weights, e.g. {Sanctity = 1, Care = -1}")
-        unknown = [name for name in axis if name not in tinymfv.FOUNDATIONS]
-        if unknown:
-            raise f.fail("axis", f"unknown foundation '{unknown[0]}': use {', '.join(tinymfv.FOUNDATIONS)}")
-        return cls(behaviour, {name: float(w) for name, w in axis.items()})
+    def from_fields(cls, f) -> TinyMfvProbe:
+        problem = axis_problem(f.raw("axis"))
+        if problem:
+            raise f.fail("axis", problem)
+        return cls(f.raw("axis"))
 
     def describe(self) -> str:
         terms = " ".join(f"{w:+g} {name}" for name, w in self.axis.items())

@@ -19,9 +19,10 @@ from .. import chat
 from ..errors import WeightsteerError
 from ..evals import scoring
 from .base import HEADLINE_KEY, Probe
-from .items import read_items
+from .items import python_items, read_items
 
 ANSWERS = ("yes", "no")
+COLUMNS = ("question", "pos_answer")
 DEFAULT_SUFFIX = " Answer Yes or No."
 
 
@@ -39,14 +40,14 @@ class YesNoProbe(Probe):
     mass_key = "yes_no_mass"
     summary_keys = (HEADLINE_KEY, "yes_no_mass", "p_yes")
 
-    def __init__(self, name: str, items: list[dict], suffix: str = DEFAULT_SUFFIX):
-        super().__init__(name, items)
+    def __init__(self, items: list[dict], suffix: str = DEFAULT_SUFFIX):
+        super().__init__(python_items(self.kind, items, check_item, COLUMNS))
         self.suffix = suffix
 
     @classmethod
-    def from_fields(cls, name: str, f) -> YesNoProbe:
-        items = read_items(f, "items", check_item, ("question", "pos_answer"))
-        return cls(name, items, f.text("suffix", DEFAULT_SUFFIX, allow_empty=True))
+    def from_fields(cls, f) -> YesNoProbe:
+        items = read_items(f, "items", check_item, COLUMNS)
+        return cls(items, f.text("suffix", DEFAULT_SUFFIX, allow_empty=True))
 
     def group_of(self, item: dict) -> str:
         return item["pos_answer"]
