@@ -23,15 +23,21 @@ BENCHMARKS = {module.name: module for module in (tinymfv, airisk)}
 
 
 def benchmark(name: str):
-    """The benchmark a name on the command line means: a module above or a built-in behaviour's probe."""
+    """The benchmark a name on the command line means: a module above, or the probe of a built-in
+    behaviour or of a behaviour file (a path ending in .toml)."""
     from ..behaviours import builtin_names, load_behaviour
     from ..errors import WeightsteerError
 
     if name in BENCHMARKS:
         return BENCHMARKS[name]
-    if name in builtin_names():
-        return load_behaviour(name).probe
-    raise WeightsteerError(f"unknown benchmark '{name}': choose from {', '.join(benchmark_names())}")
+    if name in builtin_names() or name.endswith(".toml"):
+        behaviour = load_behaviour(name)
+        if behaviour.probe is None:
+            raise WeightsteerError(f"behaviour '{behaviour.name}' ({behaviour.source}) has no probe to score: "
+                                   "add a [probe] table")
+        return behaviour.probe
+    raise WeightsteerError(f"unknown benchmark '{name}': choose from {', '.join(benchmark_names())}, or "
+                           "give a behaviour file (.toml) to score its probe")
 
 
 def benchmark_names() -> list[str]:
