@@ -182,12 +182,12 @@ def test_prompt_baselines_are_not_calibrated(tiny_llama):
 
 
 def test_results_round_trip_through_json(tmp_path):
-    results = {"+": search(lambda c: 0.3 * c ** 2, target=1.0),
-               "-": search(lambda c: 0.5 * (1 - math.exp(-abs(c))), target=1.0, sign=-1, max_iter=3)}
+    results = {"pos": search(lambda c: 0.3 * c ** 2, target=1.0),
+               "neg": search(lambda c: 0.5 * (1 - math.exp(-abs(c))), target=1.0, sign=-1, max_iter=3)}
     save_calibration(tmp_path / "calibration.json", results)
     loaded = load_calibration(tmp_path / "calibration.json")
     assert loaded == results
-    assert isinstance(loaded["-"], CalibrationResult) and not loaded["-"].converged
+    assert isinstance(loaded["neg"], CalibrationResult) and not loaded["neg"].converged
     (tmp_path / "bad.json").write_text("{}")
     with pytest.raises(WeightsteerError, match="not a weightsteer calibration"):
         load_calibration(tmp_path / "bad.json")

@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -219,8 +219,27 @@ def load_calibration(path) -> dict[str, CalibrationResult]:
         raise WeightsteerError(f"cannot read calibration results '{path}' ({err}): recalibrate") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise WeightsteerError(f"'{path}' is not a weightsteer calibration file: recalibrate")
-    results = {key: CalibrationResult(**value) for key, value in data["results"].items()}
-    return {key: replace(r, history=[tuple(h) for h in r.history]) for key, r in results.items()}
+    results = data.get("results")
+    try:
+        if not isinstance(results, dict) or set(results) != {"pos", "neg"}:
+            raise ValueError("'results' must hold exactly 'pos' and 'neg'")
+        return {side: _result_from_json(results[side]) for side in ("pos", "neg")}
+    except (KeyError, TypeError, ValueError) as err:
+        raise WeightsteerError(f"'{path}' is damaged ({err}): delete it and recalibrate") from None
+
+
+def _result_from_json(value: dict) -> CalibrationResult:
+    """One side's result; null numbers (how write_json stores NaN and infinities) read back as NaN."""
+    def number(x):
+        return math.nan if x is None else float(x)
+
+    fields = {"coef", "kl", "iterations", "converged", "history", "target", "reason"}
+    if not isinstance(value, dict) or not {"coef", "kl", "iterations", "converged"} <= set(value) <= fields:
+        raise ValueError("each side needs exactly coef, kl, iterations, converged and optionally history, target, "
+                         "reason")
+    return CalibrationResult(number(value["coef"]), number(value["kl"]), int(value["iterations"]),
+                             bool(value["converged"]), [(number(c), number(k)) for c, k in value.get("history", [])],
+                             number(value.get("target")), str(value.get("reason", "")))
 
 
 def calibrate_both_signs(model, tokenizer, method: SteeringMethod, target: float = 1.0, tol: float = 0.05,

@@ -8,6 +8,7 @@ that cache in about a second.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 import socket
@@ -99,6 +100,15 @@ def resolve_model_path(name_or_path: str) -> str:
     return name_or_path
 
 
+def local_model_folder(name_or_path: str) -> Path | None:
+    """The folder a model name loads from, when it is local (an embedded model's dense copy, or a
+    folder); None for a hub id. Nothing is downloaded or converted."""
+    if name_or_path in EMBEDDED:
+        return cache_root() / "models" / name_or_path
+    path = Path(name_or_path).expanduser()
+    return path if path.is_dir() else None
+
+
 def _from_pretrained(path: str, dtype: torch.dtype, *, local_only: bool):
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=local_only)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, local_files_only=local_only)
@@ -172,3 +182,26 @@ def model_name(model: PreTrainedModel) -> str:
 def model_label(model: PreTrainedModel) -> str:
     """A short name for run folders."""
     return model_name(model).rstrip("/").split("/")[-1]
+
+
+FINGERPRINT_SAMPLES = 1024  # evenly spaced elements of every weight
+FINGERPRINT_PREFIX = "v2:"  # directions saved before this hashed only the first embedding rows
+
+
+@torch.no_grad()
+def base_fingerprint(model: torch.nn.Module) -> str:
+    """What a direction depends on: the architecture (model type, every parameter's name and shape)
+    and evenly spaced samples of every weight, rounded to bf16 so that float32 and bf16 copies of
+    one checkpoint agree. A fine-tuned copy, or one already steered by a direction (which changes
+    every element of the matrices it touches), hashes differently."""
+    h = hashlib.sha256()
+    config = getattr(model, "config", None)
+    h.update(str(getattr(config, "model_type", type(model).__name__)).encode())
+    for name, param in model.named_parameters():
+        flat = param.detach().reshape(-1)
+        k = min(FINGERPRINT_SAMPLES, flat.numel())
+        index = torch.arange(k, device=flat.device) * (flat.numel() - 1) // max(k - 1, 1)  # integers: exact
+        sample = flat[index].float().cpu().to(torch.bfloat16)
+        h.update(f"{name}:{tuple(param.shape)}".encode())
+        h.update(sample.view(torch.int16).numpy().tobytes())
+    return FINGERPRINT_PREFIX + h.hexdigest()[:16]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -19,7 +18,7 @@ from .adapters import (
     peft_config,
     target_module_names,
 )
-from .atomic import atomic_path
+from .atomic import atomic_path, json_text
 
 IGNORE = -100
 
@@ -105,7 +104,7 @@ def train_adapter(model, tokenizer, rows: list[dict], out_dir, cfg: TrainConfig,
         peft_model.eval()
         with atomic_path(out_dir) as tmp:
             peft_model.save_pretrained(tmp)
-            (tmp / "train_log.json").write_text(json.dumps({"config": asdict(cfg), "loss": losses}, indent=2))
+            (tmp / "train_log.json").write_text(json_text({"config": asdict(cfg), "loss": losses}, indent=2))
     finally:
         peft_model.unload()
         with torch.no_grad():

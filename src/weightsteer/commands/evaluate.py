@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import WeightsteerError
-from . import add_model, log
+from . import add_allow_modified_base, add_model, log
 
 
 def cmd_calibrate(args) -> None:
@@ -20,7 +20,7 @@ def cmd_calibrate(args) -> None:
     prompts = load_behaviour(args.behavior).calibration if args.behavior else calibration_questions()
     delta = WeightDelta.load(args.delta)
     model, tokenizer = load_model(args.model or _model_of(delta))
-    delta.check_fits(model)
+    delta.check_fits(model, args.allow_modified_base)
     method = WeightSteering(delta.meta.get("method", "weight"), delta=delta)
     folder = Path(args.delta).parent
     for dose in doses:
@@ -80,7 +80,7 @@ def cmd_eval(args) -> None:
     delta = getattr(method, "delta", None)
     model, tokenizer = load_model(args.model if args.model else (_model_of(delta) if delta else "smollm2-135m"))
     if delta is not None:
-        delta.check_fits(model)  # before any scoring, so a mismatch leaves no files
+        delta.check_fits(model, args.allow_modified_base)  # before any scoring, so a mismatch leaves no files
     if hasattr(bench, "check"):
         bench.check(tokenizer)
     root = Path(args.out_root)
@@ -117,6 +117,7 @@ def register(sub) -> None:
     p.add_argument("--n-boot", type=int, default=256)
     p.add_argument("--out", default=None, help="folder for rows and summary (default: the run folder)")
     p.add_argument("--out-root", default="out", help="root of the run folders, where unsteered rows are shared")
+    add_allow_modified_base(p)
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("calibrate", help="iso-KL: the alpha of each sign at which kl_p95 hits the target")
@@ -127,4 +128,5 @@ def register(sub) -> None:
     p.add_argument("--tol", type=float, default=0.05, help="relative tolerance on kl_p95 (default 0.05)")
     p.add_argument("--behavior", "--behaviour", dest="behavior", default=None,
                    help="calibrate on this behaviour's calibration prompts (default: the question pool's 40)")
+    add_allow_modified_base(p)
     p.set_defaults(func=cmd_calibrate)
