@@ -11,6 +11,7 @@ import os
 import sys
 
 from .errors import WeightsteerError
+from .hub import bound_requests
 
 
 class Parser(argparse.ArgumentParser):
@@ -35,6 +36,20 @@ def quiet_libraries() -> None:
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
+    bound_requests()
+
+
+def close_progress_bars() -> None:
+    from tqdm import tqdm
+
+    for bar in list(tqdm._instances):
+        bar.close()
+
+
+def report_os_error(err: OSError) -> str:
+    """One line for a file the OS would not let us write or read: the path and the OS's reason."""
+    where = f" '{err.filename}'" if err.filename else ""
+    return f"cannot use{where}: {err.strerror or err} (check the path, its permissions and the free space)"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,7 +61,13 @@ def main(argv: list[str] | None = None) -> int:
     except WeightsteerError as err:
         print(f"weightsteer: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # a read-only folder, a file where a folder should be, a full disk
+        if err.filename is None:
+            raise
+        print(f"weightsteer: error: {report_os_error(err)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
+        close_progress_bars()  # else they redraw once more, after the message
         print("weightsteer: interrupted; finished stages are kept and the next run resumes", file=sys.stderr)
         return 130
     return 0

@@ -38,7 +38,8 @@ def load_tensors(path, *, what: str, fmt: str, fix: str) -> tuple[dict[str, torc
     except (SafetensorError, OSError, ValueError) as err:
         raise WeightsteerError(f"'{path}' is not a readable safetensors file ({err}): {fix}") from None
     if not isinstance(header, dict) or header.get("format") != fmt:
-        raise WeightsteerError(f"'{path}' is a safetensors file without weightsteer's header, not {what}: {fix}")
+        raise WeightsteerError(f"'{path}' is a safetensors file without weightsteer's header (not weightsteer's "
+                               f"{what}): {fix}")
     return tensors, header
 
 

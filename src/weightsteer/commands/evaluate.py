@@ -5,13 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import WeightsteerError
-from . import add_allow_modified_base, add_model, log
+from . import add_allow_modified_base, add_model, count, log, tolerance
 
 
 def cmd_calibrate(args) -> None:
     from ..behaviours import calibration_questions, load_behaviour
     from ..delta import WeightDelta
     from ..doses import calibrate_dose, dose_dir, parse_doses
+    from ..locks import folder_lock
     from ..methods import WeightSteering
     from ..models import load_model
     from ..stages import file_hash
@@ -23,13 +24,15 @@ def cmd_calibrate(args) -> None:
     delta.check_fits(model, args.allow_modified_base)
     method = WeightSteering(delta.meta.get("method", "weight"), delta=delta)
     folder = Path(args.delta).parent
-    for dose in doses:
-        results = calibrate_dose(model, tokenizer, method, file_hash(Path(args.delta)), prompts, folder, dose,
-                                 args.tol, log)
-        for side, r in results.items():
-            state = "converged" if r.converged else f"NOT converged ({r.reason})"
-            print(f"kl {dose:g} {side}: alpha {r.coef:+.4g}  kl_p95 {r.kl:.3f}  {r.iterations} evaluations, {state}")
-        log(f"saved {dose_dir(folder, dose) / 'calibration.json'}")
+    with folder_lock(folder):
+        for dose in doses:
+            results = calibrate_dose(model, tokenizer, method, file_hash(Path(args.delta)), prompts, folder, dose,
+                                     args.tol, log)
+            for side, r in results.items():
+                state = "converged" if r.converged else f"NOT converged ({r.reason})"
+                print(f"kl {dose:g} {side}: alpha {r.coef:+.4g}  kl_p95 {r.kl:.3f}  {r.iterations} evaluations, "
+                      f"{state}")
+            log(f"saved {dose_dir(folder, dose) / 'calibration.json'}")
 
 
 def _model_of(delta) -> str:
@@ -72,8 +75,6 @@ def cmd_eval(args) -> None:
     from ..models import load_model, model_label
     from ..results import base_stem, score_rows
 
-    if args.limit is not None and args.limit < 1:
-        raise WeightsteerError(f"--limit must be at least 1, got {args.limit}")
     bench = benchmark(args.benchmark)
     items = bench.load(args.data_dir, args.limit)  # bad data fails before the model loads
     method, coef, label = _steering(args)
@@ -110,11 +111,11 @@ def register(sub) -> None:
     p.add_argument("--calibrated", choices=("pos", "neg"), help="use the calibrated alpha beside --delta")
     p.add_argument("--target-kl", default=None, help="with --calibrated: which dose, when there are several")
     p.add_argument("--prompt", help="prompt baseline: this text as the system prompt")
-    p.add_argument("--limit", type=int, default=None,
+    p.add_argument("--limit", type=count, default=None,
                    help="a seeded sample of N items, stratified by the benchmark's groups, for a quick look")
     p.add_argument("--data-dir", default=None, help="local copy of the benchmark's data")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--n-boot", type=int, default=256)
+    p.add_argument("--batch-size", type=count, default=16)
+    p.add_argument("--n-boot", type=count, default=256)
     p.add_argument("--out", default=None, help="folder for rows and summary (default: the run folder)")
     p.add_argument("--out-root", default="out", help="root of the run folders, where unsteered rows are shared")
     add_allow_modified_base(p)
@@ -125,7 +126,7 @@ def register(sub) -> None:
     p.set_defaults(model=None)
     p.add_argument("--delta", required=True)
     p.add_argument("--target-kl", default="1", help="kl_p95 in nats, or a comma list of doses (default 1)")
-    p.add_argument("--tol", type=float, default=0.05, help="relative tolerance on kl_p95 (default 0.05)")
+    p.add_argument("--tol", type=tolerance, default=0.05, help="relative tolerance on kl_p95 (default 0.05)")
     p.add_argument("--behavior", "--behaviour", dest="behavior", default=None,
                    help="calibrate on this behaviour's calibration prompts (default: the question pool's 40)")
     add_allow_modified_base(p)

@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 from ..errors import WeightsteerError
-from . import add_model, log
+from . import add_model, count, log, positive_number
 
 DATA_DIR_FLAGS = {"tinymfv": "--tinymfv-dir", "airisk": "--airisk-dir"}
 N_RUN_CALIBRATION = 20  # calibration prompts for `run` (a sweep uses all of the behaviour's)
@@ -23,20 +23,20 @@ def add_direction_args(p, *, default_method="lora"):
     p.add_argument("--data-split", default=None, help="split of a hub dataset given as --data (default train)")
     p.add_argument("--adapter", default=default_method, choices=METHODS)
     p.add_argument("--out", default="out", help="root of the run folders (default: out)")
-    p.add_argument("--n-personas", type=int, default=1, help="persona pairs to use (default 1)")
-    p.add_argument("--n-samples", type=int, default=80, help="responses per side (default 80)")
-    p.add_argument("--n-questions", type=int, default=40, help="distinct training questions (default 40)")
-    p.add_argument("--max-new-tokens", type=int, default=96)
-    p.add_argument("--steps", type=int, default=30, help="optimizer steps per adapter (default 30)")
-    p.add_argument("--rank", type=int, default=8)
-    p.add_argument("--lr", type=float, default=None, help="default: per adapter type, see README")
+    p.add_argument("--n-personas", type=count, default=1, help="persona pairs to use (default 1)")
+    p.add_argument("--n-samples", type=count, default=80, help="responses per side (default 80)")
+    p.add_argument("--n-questions", type=count, default=40, help="distinct training questions (default 40)")
+    p.add_argument("--max-new-tokens", type=count, default=96)
+    p.add_argument("--steps", type=count, default=30, help="optimizer steps per adapter (default 30)")
+    p.add_argument("--rank", type=count, default=8)
+    p.add_argument("--lr", type=positive_number, default=None, help="default: per adapter type, see README")
     p.add_argument("--layers", default="0.25-0.75", help="span of depth to adapt (default 0.25-0.75)")
     p.add_argument("--seed", type=int, default=0)
 
 
 def add_eval_args(p, *, evals_default: str, evals_help: str):
     p.add_argument("--evals", default=evals_default, help=evals_help)
-    p.add_argument("--limit", type=int, default=None,
+    p.add_argument("--limit", type=count, default=None,
                    help="a seeded sample of N items of each probe and benchmark, stratified by its groups "
                         "(tiny-mfv foundations, yes/no answers...), for a quick look")
     for bench, flag in DATA_DIR_FLAGS.items():
@@ -58,11 +58,6 @@ def settings_from(args):
     except ValueError:
         raise WeightsteerError(f"--layers must look like 0.25-0.75, got {args.layers!r}") from None
     middle_layers(4, (lo, hi))  # the span's own check, before any work
-    for name in ("n_personas", "n_samples", "n_questions", "max_new_tokens", "steps", "rank"):
-        if getattr(args, name) < 1:
-            raise WeightsteerError(f"--{name.replace('_', '-')} must be at least 1")
-    if getattr(args, "limit", None) is not None and args.limit < 1:
-        raise WeightsteerError(f"--limit must be at least 1, got {args.limit}")
     data = DataSettings(n_personas=args.n_personas, n_samples=args.n_samples, n_questions=args.n_questions,
                         max_new_tokens=args.max_new_tokens, seed=args.seed)
     train = TrainConfig(method=args.adapter, rank=args.rank, lr=args.lr, steps=args.steps,
@@ -102,13 +97,10 @@ def check_tokenizer(tokenizer, benches) -> None:
 
 
 def cmd_run(args) -> None:
-    from ..doses import calibrate_dose, parse_doses
-    from ..methods import WeightSteering
+    from ..doses import parse_doses
+    from ..locks import folder_lock
     from ..models import load_model
-    from ..pipeline import build_direction
-    from ..results import References
-    from ..showcase import showcase
-    from ..stages import file_hash
+    from ..pipeline import behaviour_dir
 
     data, train = settings_from(args)
     doses = parse_doses(args.target_kl) if args.target_kl is not None else ()
@@ -117,6 +109,20 @@ def cmd_run(args) -> None:
     started = time.time()
     model, tokenizer = load_model(args.model)
     check_tokenizer(tokenizer, benches)
+    with folder_lock(behaviour_dir(Path(args.out), model, behaviour)):
+        run_locked(args, model, tokenizer, behaviour, benches, data, train, doses)
+    log(f"done in {time.time() - started:.0f} s")
+
+
+def run_locked(args, model, tokenizer, behaviour, benches, data, train, doses) -> None:
+    """`run` once it holds the behaviour folder's lock."""
+    from ..doses import calibrate_dose
+    from ..methods import WeightSteering
+    from ..pipeline import build_direction
+    from ..results import References
+    from ..showcase import showcase
+    from ..stages import file_hash
+
     run, delta = build_direction(model, tokenizer, behaviour, args.adapter, Path(args.out), data, train, log)
     log(f"[delta] {delta} in {run / 'delta.safetensors'}")
     source = file_hash(run / "delta.safetensors")
@@ -129,7 +135,7 @@ def cmd_run(args) -> None:
         alphas, kls = tuple(a for a, _ in points), tuple(k for _, k in points)
     refs = References(model, tokenizer, args.out, behaviour, log=log)
     showcase(model, tokenizer, delta, behaviour, refs, run, source, benches=benches, alphas=alphas, kls=kls, log=print)
-    log(f"done in {time.time() - started:.0f} s; run folder {run}")
+    log(f"run folder {run}")
 
 
 def cmd_smoke(args) -> None:

@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 
 from ..errors import WeightsteerError
-from . import add_allow_modified_base, log
+from . import add_allow_modified_base, count, log
 
 
 def model_name(args, delta) -> str:
@@ -138,8 +138,6 @@ def cmd_similarity(args) -> None:
         similarity,
     )
 
-    if args.top < 1:
-        raise WeightsteerError("--top must be at least 1")
     delta = WeightDelta.load(args.delta)
     other_path = Path(args.adapter)
     if other_path.is_dir():  # before the model loads: a mismatch costs nothing
@@ -174,8 +172,6 @@ def cmd_chat(args) -> None:
     from ..steer import check_alpha
 
     alpha = check_alpha(args.alpha)
-    if args.max_new_tokens < 1:
-        raise WeightsteerError("--max-new-tokens must be at least 1")
     if not (math.isfinite(args.temperature) and args.temperature >= 0):
         raise WeightsteerError(f"--temperature must be a finite number >= 0, got {args.temperature}")
     delta = WeightDelta.load(args.delta)
@@ -211,7 +207,7 @@ def register(sub) -> None:
     p.add_argument("--delta", required=True, help="a weightsteer direction")
     p.add_argument("--adapter", required=True, help="a PEFT adapter folder or another direction file")
     p.add_argument("--model", default=None, help=model_help + "; needed for non-LoRA adapters")
-    p.add_argument("--top", type=int, default=10, help="modules to list (default 10)")
+    p.add_argument("--top", type=count, default=10, help="modules to list (default 10)")
     p.add_argument("--json", default=None, help="also write the numbers to this JSON file")
     p.add_argument("--allow-other-base", action="store_true",
                    help="compare even though the adapter names another base model than the direction")
@@ -222,7 +218,7 @@ def register(sub) -> None:
     p.add_argument("--delta", required=True, help="a weightsteer direction")
     p.add_argument("--alpha", type=float, default=1.0)
     p.add_argument("--model", default=None, help=model_help)
-    p.add_argument("--max-new-tokens", type=int, default=256)
+    p.add_argument("--max-new-tokens", type=count, default=256)
     p.add_argument("--temperature", type=float, default=0.0, help="0 (default) is greedy")
     add_allow_modified_base(p)
     p.set_defaults(func=cmd_chat)

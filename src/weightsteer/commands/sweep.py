@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from ..errors import WeightsteerError
-from . import add_model, log
+from . import add_model, count, log, tolerance
 from .run import (
     add_direction_args,
     add_eval_args,
@@ -22,7 +22,9 @@ from .run import (
 
 def cmd_sweep(args) -> None:
     from ..doses import parse_doses
+    from ..locks import folder_lock
     from ..models import load_model
+    from ..pipeline import behaviour_dir
     from ..sweep import Sweep, SweepSettings, parse_methods
 
     methods = parse_methods(args.methods)
@@ -30,20 +32,30 @@ def cmd_sweep(args) -> None:
     doses = parse_doses(args.target_kl)
     behaviour = behaviour_from(args)
     benches = benchmarks_from(args, behaviour)  # every benchmark's data read and checked up front
+    pos_only = tuple(b.strip() for b in args.pos_only.split(",") if b.strip())
+    unknown = sorted(set(pos_only) - {b.name for b, _ in benches})
+    if unknown:
+        raise WeightsteerError(f"--pos-only names {', '.join(unknown)}, which this sweep does not score: choose from "
+                               f"{', '.join(b.name for b, _ in benches)}")
     settings = SweepSettings(behaviour, methods, tuple(b for b, _ in benches), doses, args.tol, args.limit,
-                             data_dirs_from(args), pos_only=tuple(b for b in args.pos_only.split(",") if b),
+                             data_dirs_from(args), pos_only=pos_only,
                              n_calibration=args.n_calibration, data=data,
                              train={"steps": train.steps, "rank": train.rank, "lr": train.lr,
                                     "layer_span": train.layer_span})
     started = time.time()
     model, tokenizer = load_model(args.model)
     check_tokenizer(tokenizer, benches)
-    status = Sweep(model, tokenizer, settings, Path(args.out), log).run()
+    with folder_lock(behaviour_dir(Path(args.out), model, behaviour)):
+        status = Sweep(model, tokenizer, settings, Path(args.out), log).run()
     failed = [m for m in methods if not status.get(m, {}).get("ok")]
     log(f"sweep finished in {time.time() - started:.0f} s: {len(methods) - len(failed)} methods ok"
         + (f", failed: {', '.join(failed)}" if failed else ""))
+    for m in failed:  # each cause on its own line, so the final error can stay one line
+        log(f"  {m}: {status.get(m, {}).get('error', 'no result recorded')}")
     if failed and len(failed) == len(methods):
-        raise WeightsteerError("every method failed: see the messages above and sweep.json")
+        causes = {status.get(m, {}).get("error", "no result recorded") for m in failed}
+        cause = f": {causes.pop()}" if len(causes) == 1 else " (causes listed above)"
+        raise WeightsteerError(f"every method failed{cause}; details in sweep.json")
 
 
 def cmd_report(args) -> None:
@@ -64,8 +76,6 @@ def cmd_headroom(args) -> None:
     from ..report import ci
     from ..results import References
 
-    if args.limit is not None and args.limit < 1:
-        raise WeightsteerError(f"--limit must be at least 1, got {args.limit}")
     behaviours = [load_behaviour(spec.strip()) for spec in args.behavior.split(",")]
     dirs = data_dirs_from(args)
     items = {b.name: b.probe.load(dirs.get(b.probe.name), args.limit) for b in behaviours if b.probe is not None}
@@ -93,9 +103,9 @@ def register(sub) -> None:
                              "or a built-in behaviour's probe (default sycophancy; '' for the probe alone)")
     p.add_argument("--methods", default="all", help="comma list of methods, or all / weight / activation / prompting")
     p.add_argument("--target-kl", default="1", help="the dose: kl_p95 in nats, or a comma list of doses (default 1)")
-    p.add_argument("--tol", type=float, default=0.05)
+    p.add_argument("--tol", type=tolerance, default=0.05, help="relative tolerance on kl_p95 (default 0.05)")
     p.add_argument("--pos-only", default="", help="benchmarks to score at +C only, e.g. tinymfv (halves their cost)")
-    p.add_argument("--n-calibration", type=int, default=None, help="calibration prompts (default: all 40)")
+    p.add_argument("--n-calibration", type=count, default=None, help="calibration prompts (default: all 40)")
     p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("headroom", help="how far each behaviour's probe moves under the POS vs NEG persona prompt")
@@ -103,7 +113,7 @@ def register(sub) -> None:
     p.add_argument("--behavior", "--behaviour", dest="behavior", default=",".join(builtin_names()),
                    help="a comma list of built-in behaviours or behaviour files (default: every built-in)")
     p.add_argument("--out", default="out")
-    p.add_argument("--limit", type=int, default=None, help="a seeded, stratified sample of N probe items")
+    p.add_argument("--limit", type=count, default=None, help="a seeded, stratified sample of N probe items")
     p.add_argument("--tinymfv-dir", default=None, help="local copy of tiny-mfv (default: the hub)")
     p.set_defaults(func=cmd_headroom, airisk_dir=None)
 

@@ -31,21 +31,30 @@ from transformers import GenerationConfig, StoppingCriteriaList, StopStringCrite
 
 from .. import chat
 from ..errors import WeightsteerError
+from ..hub import hub_problem
 
 _DECODED_VOCAB: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def hub_file(repo_id: str, filename: str, local_layout: str) -> Path:
     """Download one file of a hub dataset (or take it from the local hub cache)."""
-    from huggingface_hub import hf_hub_download
+    from huggingface_hub import hf_hub_download, try_to_load_from_cache
 
+    advice = (f"pass a local copy ({local_layout}) with --data-dir (eval), or --tinymfv-dir / --airisk-dir "
+              "(run, sweep, headroom)")
+    cached = try_to_load_from_cache(repo_id, filename, repo_type="dataset")
+    if isinstance(cached, str):
+        return Path(cached)
+    problem = hub_problem()
+    if problem:  # fail in seconds, not after the download's retries
+        raise WeightsteerError(f"could not fetch {filename} of dataset {repo_id}: the Hugging Face hub cannot be "
+                               f"used ({problem}); {advice}")
     try:
         return Path(hf_hub_download(repo_id, filename, repo_type="dataset"))
-    except Exception as err:  # no network, proxy errors, missing file: all mean "use a local copy"
-        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
+    except Exception as err:  # proxy errors, missing file, a hub that stops answering: all mean "use a local copy"
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise WeightsteerError(f"could not fetch {filename} of dataset {repo_id} from the Hugging Face hub "
-                               f"({reason}): the hub may be unreachable; pass --data-dir with a local copy "
-                               f"({local_layout})") from None
+                               f"({reason}); {advice}") from None
 
 
 def read_jsonl(path: Path, required: Sequence[str]) -> list[dict]:
