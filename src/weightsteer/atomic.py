@@ -137,3 +137,14 @@ def check_replaceable(path: str | os.PathLike, kind: str, protected: tuple = ())
     reason = why_not_replaceable(path, kind)
     if reason:
         raise WeightsteerError(f"will not write into '{path}': {reason}; choose a new output folder")
+
+
+def read_json(path: str | os.PathLike, fix: str):
+    """The parsed JSON of a file weightsteer wrote; a damaged or unreadable one is one line saying `fix`."""
+    from .errors import WeightsteerError
+
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        reason = getattr(err, "strerror", None) or getattr(err, "msg", None) or str(err)
+        raise WeightsteerError(f"'{path}' is damaged or unreadable ({reason}): {fix}") from None

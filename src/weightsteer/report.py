@@ -12,7 +12,7 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
-from .atomic import write_text
+from .atomic import read_json, write_text
 from .calibrate import load_calibration
 from .errors import WeightsteerError
 from .plots import plot_all
@@ -20,18 +20,21 @@ from .plots import plot_all
 FOUNDATIONS = (("Care", "Care"), ("Sanc", "Sanctity"), ("Auth", "Authority"), ("Loy", "Loyalty"),
                ("Fair", "Fairness"), ("Lib", "Liberty"), ("SocN", "Social Norms"))
 SIDE_SIGN = {"pos": "+", "neg": "-"}
+REBUILD = "run the same 'weightsteer sweep' again to rewrite it (finished stages are reused)"
 
 
 def load_summaries(root: Path) -> dict[str, dict[str, list[dict]]]:
     """benchmark -> method -> summaries (one per dose, lowest first), in the sweep's method order."""
-    status = json.loads((root / "sweep.json").read_text()) if (root / "sweep.json").exists() else {}
+    status = read_json(root / "sweep.json", REBUILD) if (root / "sweep.json").exists() else {}
     # the sweep's order first; then methods from sweeps that shared the folder without the last word
     on_disk = sorted(p.name for p in root.iterdir() if p.is_dir() and any(p.glob("**/eval/*.summary.json")))
     order = list(dict.fromkeys([*status, *on_disk]))
     found: dict[str, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
     for method in order:
         for path in sorted((root / method).glob("**/eval/*.summary.json")):
-            summary = json.loads(path.read_text())
+            summary = read_json(path, REBUILD)
+            if not isinstance(summary, dict):
+                raise WeightsteerError(f"'{path}' is damaged (not a JSON object): {REBUILD}")
             if "sides" in summary:  # a sweep's summary (`weightsteer eval` writes its own kind beside it)
                 found[summary["benchmark"]][method].append(summary)
     for by_method in found.values():
@@ -169,7 +172,9 @@ def build_report(out_root: Path, model_label: str, behaviour: str, report_dir: P
     summaries = load_summaries(root)
     if not summaries:
         raise WeightsteerError(f"'{root}' has no evaluation summaries yet: let the sweep finish a method first")
-    status = json.loads((root / "sweep.json").read_text()) if (root / "sweep.json").exists() else {}
+    status = read_json(root / "sweep.json", REBUILD) if (root / "sweep.json").exists() else {}
+    if not isinstance(status, dict) or not all(isinstance(s, dict) for s in status.values()):
+        raise WeightsteerError(f"'{root / 'sweep.json'}' is damaged (not the sweep's status per method): {REBUILD}")
     lines = [f"# {behaviour} on {model_label}", "", f"Produced by `{command}`.", ""]
     failed = {m: s["error"] for m, s in status.items() if not s.get("ok")}
     if failed:

@@ -186,9 +186,21 @@ class Sweep:
                 self.log(f"[{name}] FAILED: {type(err).__name__}: {err}")
                 outcome = {"ok": False, "error": f"{type(err).__name__}: {err}", "detail": detail}
             # read again just before writing: sweeps of other methods may share this folder
-            status = json.loads(status_path.read_text()) if status_path.exists() else {}
-            write_json(status_path, {**status, name: outcome})
-        return json.loads(status_path.read_text())
+            write_json(status_path, {**self.read_status(status_path), name: outcome})
+        return self.read_status(status_path)
+
+    def read_status(self, path: Path) -> dict:
+        """sweep.json, or {} when it is missing or damaged (it is rewritten method by method)."""
+        if not path.exists():
+            return {}
+        try:
+            status = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            status = None
+        if not isinstance(status, dict):
+            self.log(f"[sweep] {path} was damaged: starting it again")
+            return {}
+        return status
 
 
 def method_kind(name: str) -> str:

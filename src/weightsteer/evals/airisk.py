@@ -66,7 +66,7 @@ def load(data_dir=None, limit: int | None = None) -> list[dict]:
     value_class = {str(r["value"]).strip().lower(): r["value_class"]
                    for r in scoring.read_jsonl(paths[VALUE_MAP_FILE], ("value", "value_class"))}
     path = paths[DILEMMA_FILE]
-    rows = scoring.read_jsonl(path, ("dilemma", "action", "values"))
+    rows = scoring.read_jsonl(path, ("dilemma", "action", "values"), any_type=("values",))
     if len(rows) % 2:
         raise WeightsteerError(f"{path} has {len(rows)} rows, an odd number: rows must come in pairs "
                                "(Action 1, Action 2) of one dilemma")

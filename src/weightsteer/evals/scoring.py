@@ -57,24 +57,41 @@ def hub_file(repo_id: str, filename: str, local_layout: str) -> Path:
                                f"({reason}); {advice}") from None
 
 
-def read_jsonl(path: Path, required: Sequence[str]) -> list[dict]:
-    """The rows of a JSONL file, each checked to have the required columns."""
+MAX_TEXT_CHARS = 20_000  # a benchmark text longer than this is a damaged file, not a prompt
+
+
+def read_jsonl(path: Path, required: Sequence[str], any_type: Sequence[str] = ()) -> list[dict]:
+    """The rows of a UTF-8 JSONL file, each checked to have the required columns, each a non-empty
+    string of at most MAX_TEXT_CHARS characters (except the columns in `any_type`)."""
     if not path.is_file():
         raise WeightsteerError(f"data file {path} does not exist")
     rows = []
-    with open(path) as f:
-        for line_no, line in enumerate(f, start=1):
-            if not line.strip():
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise WeightsteerError(f"cannot read {path} ({err}): it must be UTF-8 JSONL, one object per line") from None
+    for line_no, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise WeightsteerError(f"{path} line {line_no} is not valid JSON ({err.msg})") from None
+        missing = [c for c in required if not isinstance(row, dict) or c not in row]
+        if missing:
+            raise WeightsteerError(f"{path} line {line_no} has no column {missing[0]!r} "
+                                   f"(required: {', '.join(required)})")
+        for column in required:
+            value = row[column]
+            if column in any_type:
                 continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise WeightsteerError(f"{path} line {line_no} is not valid JSON ({err.msg})") from None
-            missing = [c for c in required if not isinstance(row, dict) or c not in row]
-            if missing:
-                raise WeightsteerError(f"{path} line {line_no} has no column {missing[0]!r} "
-                                       f"(required: {', '.join(required)})")
-            rows.append(row)
+            if not isinstance(value, str) or not value.strip():
+                raise WeightsteerError(f"{path} line {line_no}: {column!r} must be a non-empty string, got "
+                                       f"{json.dumps(value)[:40]}")
+            if len(value) > MAX_TEXT_CHARS:
+                raise WeightsteerError(f"{path} line {line_no}: {column!r} is {len(value)} characters long, more "
+                                       f"than the {MAX_TEXT_CHARS} a benchmark item may have; is the file damaged?")
+        rows.append(row)
     if not rows:
         raise WeightsteerError(f"data file {path} has no rows")
     return rows
