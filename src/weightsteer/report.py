@@ -23,9 +23,18 @@ SIDE_SIGN = {"pos": "+", "neg": "-"}
 REBUILD = "run the same 'weightsteer sweep' again to rewrite it (finished stages are reused)"
 
 
+def read_status(root: Path) -> dict:
+    """sweep.json: {method: {"ok", ...}}, {} before the sweep wrote it."""
+    path = root / "sweep.json"
+    status = read_json(path, REBUILD) if path.exists() else {}
+    if not isinstance(status, dict) or not all(isinstance(s, dict) for s in status.values()):
+        raise WeightsteerError(f"'{path}' is damaged (not the sweep's status per method): {REBUILD}")
+    return status
+
+
 def load_summaries(root: Path) -> dict[str, dict[str, list[dict]]]:
     """benchmark -> method -> summaries (one per dose, lowest first), in the sweep's method order."""
-    status = read_json(root / "sweep.json", REBUILD) if (root / "sweep.json").exists() else {}
+    status = read_status(root)
     # the sweep's order first; then methods from sweeps that shared the folder without the last word
     on_disk = sorted(p.name for p in root.iterdir() if p.is_dir() and any(p.glob("**/eval/*.summary.json")))
     order = list(dict.fromkeys([*status, *on_disk]))
@@ -172,9 +181,7 @@ def build_report(out_root: Path, model_label: str, behaviour: str, report_dir: P
     summaries = load_summaries(root)
     if not summaries:
         raise WeightsteerError(f"'{root}' has no evaluation summaries yet: let the sweep finish a method first")
-    status = read_json(root / "sweep.json", REBUILD) if (root / "sweep.json").exists() else {}
-    if not isinstance(status, dict) or not all(isinstance(s, dict) for s in status.values()):
-        raise WeightsteerError(f"'{root / 'sweep.json'}' is damaged (not the sweep's status per method): {REBUILD}")
+    status = read_status(root)
     lines = [f"# {behaviour} on {model_label}", "", f"Produced by `{command}`.", ""]
     failed = {m: s["error"] for m, s in status.items() if not s.get("ok")}
     if failed:
