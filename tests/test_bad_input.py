@@ -326,3 +326,36 @@ def test_hub_client_has_read_and_connect_timeouts():
     huggingface_hub.close_session()  # the next session is made by the bounded factory
     timeout = huggingface_hub.get_session().timeout
     assert (timeout.read, timeout.connect) == (READ_TIMEOUT, CONNECT_TIMEOUT)
+
+
+# ---- legitimate results that used to crash or hide their cause --------------------------------
+
+def test_a_model_that_never_answers_tinymfv_is_a_result_not_a_crash(capsys, fx, tmp_path):
+    """A random tiny model puts almost no mass on true/false: every cell falls below the floor."""
+    code = main(["eval", "tinymfv", "--data-dir", str(TINY_MFV_DIR), "--model", str(fx / "base"), "--limit", "3",
+                 "--out", str(tmp_path / "ev"), "--out-root", str(tmp_path / "out")])
+    assert code == 0
+    assert "no logit_wrongness: 0 of 6 cells kept; the model does not answer the probe" in capsys.readouterr().out
+    summary = json.loads((tmp_path / "ev" / "tinymfv.base.summary.json").read_text())
+    assert summary["summary"]["n_dropped"] == 6 and summary["summary"]["logit_wrongness"]["mean"] is None
+
+
+def test_when_every_method_fails_each_cause_is_named(capsys, monkeypatch, fx, tmp_path):
+    from weightsteer.errors import WeightsteerError
+    from weightsteer.sweep import Sweep
+
+    def broken(self, name):
+        if name == "lora":
+            raise WeightsteerError("lora: training diverged")
+        raise RuntimeError("dora: out of memory")
+
+    monkeypatch.setattr(Sweep, "run_method", broken)
+    capsys.readouterr()
+    code = main(["sweep", "--methods", "lora,dora", "--evals", "", "--limit", "2", "--model", str(fx / "base"),
+                 "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "  lora: WeightsteerError: lora: training diverged" in err
+    assert "  dora: RuntimeError: dora: out of memory" in err
+    assert err.strip().splitlines()[-1] == ("weightsteer: error: every method failed (causes listed above); "
+                                            "details in sweep.json")

@@ -96,9 +96,19 @@ def cmd_eval(args) -> None:
     summary = bench.summarise(rows, base_rows=base if label != "base" else None, n_boot=args.n_boot)
     write_json(out / f"{bench.name}.{label}.summary.json",
                {"benchmark": bench.name, "label": label, "coef": coef, "summary": summary})
+    print(f"{bench.name} [{label}]: {headline(bench, summary, label != 'base')}  ({out})")
+
+
+def headline(bench, summary: dict, with_shift: bool) -> str:
+    """The benchmark's headline number (and shift vs base); a run where no item could be scored (a
+    model that does not answer the probe: every tiny-mfv cell below the bool-mass floor) says so."""
     value = bench.stat(summary)["mean"]
-    shift = f", shift vs base {bench.stat(summary, shift=True)['mean']:+.3f}" if label != "base" else ""
-    print(f"{bench.name} [{label}]: {bench.HEADLINE_KEY} {value:+.3f}{shift}  ({out})")
+    if value is None:
+        kept = f"0 of {summary['n_cells']} cells kept" if "n_cells" in summary else "no item could be scored"
+        return f"no {bench.HEADLINE_KEY}: {kept}; the model does not answer the probe"
+    shift = bench.stat(summary, shift=True)["mean"] if with_shift else None
+    return f"{bench.HEADLINE_KEY} {value:+.3f}" + (f", shift vs base {shift:+.3f}" if shift is not None else
+                                                    ", shift vs base n/a" if with_shift else "")
 
 
 def register(sub) -> None:
