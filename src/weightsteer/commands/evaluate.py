@@ -6,6 +6,7 @@ from pathlib import Path
 
 from ..errors import WeightsteerError
 from . import add_model, log
+from .run import add_max_think
 
 
 def cmd_calibrate(args) -> None:
@@ -67,14 +68,14 @@ def _steering(args):
 
 def cmd_eval(args) -> None:
     from ..atomic import write_json
-    from ..evals import benchmark
+    from ..evals import benchmark, with_max_think
     from ..methods import UNSTEERED
     from ..models import load_model, model_label
     from ..results import base_stem, score_rows
 
     if args.limit is not None and args.limit < 1:
         raise WeightsteerError(f"--limit must be at least 1, got {args.limit}")
-    bench = benchmark(args.benchmark)
+    bench = with_max_think(benchmark(args.benchmark), args.max_think)
     items = bench.load(args.data_dir, args.limit)  # bad data fails before the model loads
     method, coef, label = _steering(args)
     delta = getattr(method, "delta", None)
@@ -96,8 +97,14 @@ def cmd_eval(args) -> None:
     write_json(out / f"{bench.name}.{label}.summary.json",
                {"benchmark": bench.name, "label": label, "coef": coef, "summary": summary})
     value = bench.stat(summary)["mean"]
-    shift = f", shift vs base {bench.stat(summary, shift=True)['mean']:+.3f}" if label != "base" else ""
-    print(f"{bench.name} [{label}]: {bench.HEADLINE_KEY} {value:+.3f}{shift}  ({out})")
+    shift = bench.stat(summary, shift=True)["mean"] if label != "base" else None
+    number = "n/a (no row kept)" if value is None else f"{value:+.3f}"
+    after = "" if label == "base" else ", shift vs base " + ("n/a" if shift is None else f"{shift:+.3f}")
+    print(f"{bench.name} [{label}]: {bench.HEADLINE_KEY} {number}{after}  ({out})")
+    if bench.name == "tinymfv":
+        from ..evals.tinymfv import foundation_table
+
+        print("\n".join(foundation_table(summary)))
 
 
 def register(sub) -> None:
@@ -113,6 +120,7 @@ def register(sub) -> None:
     p.add_argument("--limit", type=int, default=None,
                    help="a seeded sample of N items, stratified by the benchmark's groups, for a quick look")
     p.add_argument("--data-dir", default=None, help="local copy of the benchmark's data")
+    add_max_think(p)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--n-boot", type=int, default=256)
     p.add_argument("--out", default=None, help="folder for rows and summary (default: the run folder)")

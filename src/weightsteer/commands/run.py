@@ -34,8 +34,15 @@ def add_direction_args(p, *, default_method="lora"):
     p.add_argument("--seed", type=int, default=0)
 
 
+def add_max_think(p):
+    p.add_argument("--max-think", type=int, default=0,
+                   help="tiny-mfv only: think for up to N tokens before the JSON answer (guided rollout, "
+                        "as the seed's tables with 64); default 0, a single forward pass")
+
+
 def add_eval_args(p, *, evals_default: str, evals_help: str):
     p.add_argument("--evals", default=evals_default, help=evals_help)
+    add_max_think(p)
     p.add_argument("--limit", type=int, default=None,
                    help="a seeded sample of N items of each probe and benchmark, stratified by its groups "
                         "(tiny-mfv foundations, yes/no answers...), for a quick look")
@@ -61,6 +68,8 @@ def settings_from(args):
     for name in ("n_personas", "n_samples", "n_questions", "max_new_tokens", "steps", "rank"):
         if getattr(args, name) < 1:
             raise WeightsteerError(f"--{name.replace('_', '-')} must be at least 1")
+    if getattr(args, "max_think", 0) < 0:
+        raise WeightsteerError(f"--max-think must be 0 (no thinking) or more, got {args.max_think}")
     if getattr(args, "limit", None) is not None and args.limit < 1:
         raise WeightsteerError(f"--limit must be at least 1, got {args.limit}")
     data = DataSettings(n_personas=args.n_personas, n_samples=args.n_samples, n_questions=args.n_questions,
@@ -71,11 +80,15 @@ def settings_from(args):
 
 
 def behaviour_from(args):
-    """The behaviour of --behavior, with --data in place of generation; checked before any work."""
+    """The behaviour of --behavior, with --data in place of generation and its probe thinking for
+    --max-think tokens where it can; checked before any work."""
     from ..behaviours import load_behaviour
     from ..contrast_data import read_contrast_data
+    from ..evals import with_max_think
 
     behaviour = load_behaviour(args.behavior)
+    if getattr(args, "max_think", 0) and behaviour.probe is not None:
+        behaviour = behaviour.with_probe(with_max_think(behaviour.probe, args.max_think))
     if args.data:
         behaviour = behaviour.with_data(args.data, args.data_split)
     if behaviour.data is not None:
@@ -87,10 +100,11 @@ def behaviour_from(args):
 
 def benchmarks_from(args, behaviour) -> list:
     """(benchmark, items) of the behaviour's probe and --evals, items loaded (and checked) up front."""
-    from ..evals import benchmark
+    from ..evals import benchmark, with_max_think
     from ..sweep import sweep_benchmarks
 
-    others = [benchmark(name.strip()) for name in args.evals.split(",") if name.strip()]
+    others = [with_max_think(benchmark(name.strip()), args.max_think) for name in args.evals.split(",")
+              if name.strip()]
     dirs = data_dirs_from(args)
     return [(b, b.load(dirs.get(b.name), args.limit)) for b in sweep_benchmarks(behaviour, others)]
 
