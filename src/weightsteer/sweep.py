@@ -29,7 +29,13 @@ from pathlib import Path
 
 from .adapters import METHODS as WEIGHT_METHODS
 from .atomic import read_jsonl, write_json, write_jsonl
-from .baselines.activation import ACTIVATION_METHODS, fit_activation_method, load_activation_method
+from .baselines.activation import (
+    ACTIVATION_METHODS,
+    FORMAT,
+    fit_activation_method,
+    load_activation_method,
+    save_activation_method,
+)
 from .behaviours import Behaviour
 from .delta import model_fingerprint
 from .doses import calibrate_dose, dose_dir
@@ -60,6 +66,7 @@ class SweepSettings:
     n_calibration: int | None = None  # calibration prompts (default: all of the behaviour's)
     data: DataSettings = field(default_factory=DataSettings)
     train: dict = field(default_factory=dict)  # TrainConfig overrides (steps, rank, lr, layer_span)
+    activation_scale: str = "median_norm"  # "unit" is the reference's (baselines/activation.py)
 
 
 def parse_methods(text: str) -> tuple[str, ...]:
@@ -119,9 +126,11 @@ class Sweep:
         if name in ACTIVATION_METHODS:
             path = self.root / name / "vectors.safetensors"
             inputs = {"model": self.fingerprint, "method": name, "n_personas": self.s.data.n_personas,
-                      "behaviour": self.behaviour.generation_key()}
-            run_stage("fit", path, inputs, lambda out: fit_activation_method(
-                name, self.model, self.tokenizer, self.behaviour, self.s.data.n_personas).save(out), self.log)
+                      "behaviour": self.behaviour.generation_key(), "format": FORMAT,
+                      "scale": self.s.activation_scale}
+            run_stage("fit", path, inputs, lambda out: save_activation_method(fit_activation_method(
+                name, self.model, self.tokenizer, self.behaviour, self.s.data.n_personas,
+                scale=self.s.activation_scale), out), self.log)
             return load_activation_method(path), file_hash(path)
         if self.behaviour.personas is None:
             raise WeightsteerError(f"the '{name}' baseline needs persona pairs, and '{self.behaviour.name}' has none")

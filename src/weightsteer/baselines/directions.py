@@ -5,6 +5,10 @@ same question under the POS and the NEG persona of the same pair; `neutral` is (
 questions with no persona (the model's default system prompt). Every function returns unit rows,
 shape (k, d): k = 1 for the single-direction methods and k centroids for `cluster_directions`.
 cosine_gated steers along the mean_diff direction; only its application differs (activation.py).
+
+The names follow steering-lite, the reference the seed's tables compare with: mean_diff, mean_centred
+(corpus-mean centring), pca, topk_clusters (centroids signed toward POS) and sspace (sspace.py) are
+its definitions; neutral_bisector and down_proj_subspace are weightsteer's own variants.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import torch
 
 from ..errors import WeightsteerError
 
-SSPACE_FRACTION = 0.25  # sspace keeps the top quarter of the output projection's singular vectors
+SSPACE_FRACTION = 0.25  # down_proj_subspace keeps the top quarter of the output projection's singular vectors
 
 
 def unit(x: torch.Tensor) -> torch.Tensor:
@@ -26,8 +30,17 @@ def mean_diff(pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
     return unit((pos - neg).mean(0))[None]
 
 
-def mean_centred(pos: torch.Tensor, neg: torch.Tensor, neutral: torch.Tensor) -> torch.Tensor:
-    """The bisector of the two persona shifts, each measured from the model's default.
+def mean_centred(pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
+    """Mean-centring as the reference does it (Jorgensen et al. 2024): the POS mean minus the mean of
+    the whole corpus, POS and NEG together. That is n_neg / (n_pos + n_neg) * (mean(pos) - mean(neg)),
+    so its unit direction is exactly mean_diff's (the seed's table shows the two rows identical): the
+    reference keeps it as a separate row, and so does weightsteer, for comparison."""
+    return unit(pos.mean(0) - torch.cat([pos, neg]).mean(0))[None]
+
+
+def neutral_bisector(pos: torch.Tensor, neg: torch.Tensor, neutral: torch.Tensor) -> torch.Tensor:
+    """weightsteer's own variant: the bisector of the two persona shifts, each measured from the model's
+    default (the neutral prompts).
 
     v = unit(unit(mean(pos) - mu) - unit(mean(neg) - mu)), mu = mean of the neutral prompts.
     Centring on the mean of pos and neg together would cancel in the difference (it is exactly
@@ -39,6 +52,13 @@ def mean_centred(pos: torch.Tensor, neg: torch.Tensor, neutral: torch.Tensor) ->
     """
     mu = neutral.mean(0)
     return unit(unit(pos.mean(0) - mu) - unit(neg.mean(0) - mu))[None]
+
+
+def toward_pos(centroids: torch.Tensor, diffs: torch.Tensor) -> torch.Tensor:
+    """Each centroid, negated where its projection on the mean paired difference is negative: cosine
+    k-means can settle on a centroid that points toward NEG, which +coef would then push toward."""
+    projection = centroids @ diffs.mean(0)
+    return torch.where(projection[:, None] < 0, -centroids, centroids)
 
 
 def majority_sign(v: torch.Tensor, diffs: torch.Tensor) -> torch.Tensor:
@@ -66,7 +86,8 @@ def cluster_directions(pos: torch.Tensor, neg: torch.Tensor, k: int = 4, seed: i
     """Cosine k-means of the paired differences: k unit centroids, initialised from k seeded rows.
 
     Each step assigns every difference to the centroid of highest cosine and moves each centroid
-    to the normalised mean of its members; an empty cluster keeps its centroid.
+    to the normalised mean of its members; an empty cluster keeps its centroid. Finally every centroid
+    is signed toward POS (toward_pos), as the reference does.
     """
     points = unit(pos - neg)
     if len(points) < k:
@@ -81,12 +102,13 @@ def cluster_directions(pos: torch.Tensor, neg: torch.Tensor, k: int = 4, seed: i
         if torch.equal(moved, centroids):
             break
         centroids = moved
-    return centroids
+    return toward_pos(centroids, pos - neg)
 
 
-def sspace(pos: torch.Tensor, neg: torch.Tensor, w_out: torch.Tensor,
-           fraction: float = SSPACE_FRACTION) -> torch.Tensor:
-    """The mean difference projected onto the top left singular vectors of a layer's output weight.
+def down_proj_subspace(pos: torch.Tensor, neg: torch.Tensor, w_out: torch.Tensor,
+                       fraction: float = SSPACE_FRACTION) -> torch.Tensor:
+    """weightsteer's own variant (its `sspace` before the reference definition replaced it, sspace.py):
+    the mean difference projected onto the top left singular vectors of a layer's output weight.
 
     w_out is the (d, d_in) weight of the Linear that writes into this layer's residual stream
     (activation.py uses the MLP's down_proj). Its left singular vectors U are directions in the

@@ -83,7 +83,10 @@ def cmd_headroom(args) -> None:
 
 
 def register(sub) -> None:
+    from ..adapters import METHODS as WEIGHT_METHODS
+    from ..baselines.activation import OWN_METHODS, REFERENCE_METHODS
     from ..behaviours import builtin_names
+    from ..sweep import PROMPT_METHODS
 
     p = sub.add_parser("sweep", help="every method for a behaviour: build, calibrate to each KL dose, evaluate")
     add_model(p)
@@ -91,7 +94,10 @@ def register(sub) -> None:
     add_eval_args(p, evals_default="sycophancy",
                   evals_help="benchmarks scored beside the behaviour's probe: a comma list of tinymfv, airisk "
                              "or a built-in behaviour's probe (default sycophancy; '' for the probe alone)")
-    p.add_argument("--methods", default="all", help="comma list of methods, or all / weight / activation / prompting")
+    p.add_argument("--methods", default="all",
+                   help="comma list of methods, or all / weight / activation / prompting. Weight: "
+                        f"{', '.join(WEIGHT_METHODS)}. Activation, the reference's: {', '.join(REFERENCE_METHODS)}; "
+                        f"weightsteer's own: {', '.join(OWN_METHODS)}. Prompting: {', '.join(PROMPT_METHODS)}")
     p.add_argument("--target-kl", default="1", help="the dose: kl_p95 in nats, or a comma list of doses (default 1)")
     p.add_argument("--tol", type=float, default=0.05)
     p.add_argument("--pos-only", default="", help="benchmarks to score at +C only, e.g. tinymfv (halves their cost)")
