@@ -174,6 +174,12 @@ def build_report(out_root: Path, model_label: str, behaviour: str, report_dir: P
     failed = {m: s["error"] for m, s in status.items() if not s.get("ok")}
     if failed:
         lines += ["Methods that failed: " + "; ".join(f"{m}: {e}" for m, e in failed.items()), ""]
+    if (root / "preset.json").exists():
+        from .presets import markdown
+
+        preset = json.loads((root / "preset.json").read_text())
+        lines += [f"## Settings beside the seed's (`--preset {preset['preset']}`)", "",
+                  *markdown(preset["settings"]), ""]
     ordered = sorted(summaries, key=lambda b: not next(rows_of(summaries[b]))[1].get("probe"))
     for bench in ordered:
         by_method = summaries[bench]

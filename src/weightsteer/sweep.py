@@ -67,6 +67,7 @@ class SweepSettings:
     data: DataSettings = field(default_factory=DataSettings)
     train: dict = field(default_factory=dict)  # TrainConfig overrides (steps, rank, lr, layer_span)
     activation_scale: str = "median_norm"  # "unit" is the reference's (baselines/activation.py)
+    preset: str | None = None  # a presets.py name: its settings-vs-seed table is written as preset.json
 
 
 def parse_methods(text: str) -> tuple[str, ...]:
@@ -184,6 +185,10 @@ class Sweep:
 
     def run(self) -> dict:
         status_path = self.root / "sweep.json"
+        if self.s.preset:
+            from .presets import table
+
+            write_json(self.root / "preset.json", {"preset": self.s.preset, "settings": table(self.s.preset)})
         for i, name in enumerate(self.s.methods, 1):
             self.log(f"== [{i}/{len(self.s.methods)}] {self.behaviour.name}: {name}")
             started = time.time()

@@ -31,6 +31,13 @@ def add_direction_args(p, *, default_method="lora"):
     p.add_argument("--rank", type=int, default=8)
     p.add_argument("--lr", type=float, default=None, help="default: per adapter type, see README")
     p.add_argument("--layers", default="0.25-0.75", help="span of depth to adapt (default 0.25-0.75)")
+    p.add_argument("--train-batch-size", type=int, default=4, help="rows per micro-batch (default 4)")
+    p.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimizer step (default 1)")
+    p.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay (default 0)")
+    p.add_argument("--warmup-steps", type=int, default=0, help="linear learning-rate warmup (default 0)")
+    p.add_argument("--lr-schedule", default="constant", choices=("constant", "linear"),
+                   help="after warmup: constant (default) or linear decay to 0")
+    p.add_argument("--max-length", type=int, default=256, help="training tokens per row (default 256)")
     p.add_argument("--seed", type=int, default=0)
 
 
@@ -65,9 +72,12 @@ def settings_from(args):
     except ValueError:
         raise WeightsteerError(f"--layers must look like 0.25-0.75, got {args.layers!r}") from None
     middle_layers(4, (lo, hi))  # the span's own check, before any work
-    for name in ("n_personas", "n_samples", "n_questions", "max_new_tokens", "steps", "rank"):
+    for name in ("n_personas", "n_samples", "n_questions", "max_new_tokens", "steps", "rank", "train_batch_size",
+                 "grad_accum", "max_length"):
         if getattr(args, name) < 1:
             raise WeightsteerError(f"--{name.replace('_', '-')} must be at least 1")
+    if args.weight_decay < 0 or args.warmup_steps < 0:
+        raise WeightsteerError("--weight-decay and --warmup-steps must be 0 or more")
     if getattr(args, "max_think", 0) < 0:
         raise WeightsteerError(f"--max-think must be 0 (no thinking) or more, got {args.max_think}")
     if getattr(args, "limit", None) is not None and args.limit < 1:
@@ -75,7 +85,9 @@ def settings_from(args):
     data = DataSettings(n_personas=args.n_personas, n_samples=args.n_samples, n_questions=args.n_questions,
                         max_new_tokens=args.max_new_tokens, seed=args.seed)
     train = TrainConfig(method=args.adapter, rank=args.rank, lr=args.lr, steps=args.steps,
-                        layer_span=(lo, hi), seed=args.seed)
+                        layer_span=(lo, hi), seed=args.seed, batch_size=args.train_batch_size,
+                        grad_accum=args.grad_accum, weight_decay=args.weight_decay,
+                        warmup_steps=args.warmup_steps, schedule=args.lr_schedule, max_length=args.max_length)
     return data, train
 
 

@@ -33,8 +33,10 @@ def cmd_sweep(args) -> None:
     settings = SweepSettings(behaviour, methods, tuple(b for b, _ in benches), doses, args.tol, args.limit,
                              data_dirs_from(args), pos_only=tuple(b for b in args.pos_only.split(",") if b),
                              n_calibration=args.n_calibration, data=data,
-                             train={"steps": train.steps, "rank": train.rank, "lr": train.lr,
-                                    "layer_span": train.layer_span})
+                             train={k: getattr(train, k) for k in ("steps", "rank", "lr", "layer_span", "batch_size",
+                                                                   "grad_accum", "weight_decay", "warmup_steps",
+                                                                   "schedule", "max_length")},
+                             activation_scale=args.activation_scale, preset=args.preset)
     started = time.time()
     model, tokenizer = load_model(args.model)
     check_tokenizer(tokenizer, benches)
@@ -84,8 +86,9 @@ def cmd_headroom(args) -> None:
 
 def register(sub) -> None:
     from ..adapters import METHODS as WEIGHT_METHODS
-    from ..baselines.activation import OWN_METHODS, REFERENCE_METHODS
+    from ..baselines.activation import OWN_METHODS, REFERENCE_METHODS, SCALES
     from ..behaviours import builtin_names
+    from ..presets import PRESETS
     from ..sweep import PROMPT_METHODS
 
     p = sub.add_parser("sweep", help="every method for a behaviour: build, calibrate to each KL dose, evaluate")
@@ -102,7 +105,13 @@ def register(sub) -> None:
     p.add_argument("--tol", type=float, default=0.05)
     p.add_argument("--pos-only", default="", help="benchmarks to score at +C only, e.g. tinymfv (halves their cost)")
     p.add_argument("--n-calibration", type=int, default=None, help="calibration prompts (default: all 40)")
-    p.set_defaults(func=cmd_sweep)
+    p.add_argument("--activation-scale", default="median_norm", choices=SCALES,
+                   help="activation vectors: unit (the reference: the same unit vector at every layer) or "
+                        "median_norm (times each layer's median residual norm; default)")
+    p.add_argument("--preset", default=None, choices=sorted(PRESETS),
+                   help="seed: the seed's configuration for Qwen3-0.6B (model, trad_care personas, layers, dose, "
+                        "tiny-mfv thinking, adapter training; docs/presets.md); options given explicitly win")
+    p.set_defaults(func=cmd_sweep, command_parser=p)
 
     p = sub.add_parser("headroom", help="how far each behaviour's probe moves under the POS vs NEG persona prompt")
     add_model(p)

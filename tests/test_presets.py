@@ -1,0 +1,64 @@
+"""--preset seed: every setting the preset applies reaches the sweep's settings, explicit options win, and
+the report states which settings match the seed's."""
+
+import json
+
+import pytest
+
+from weightsteer import presets
+from weightsteer.cli import parse_args
+from weightsteer.errors import WeightsteerError
+
+# The seed's values, typed out from its code (wassname/weight-steering src/ws/train.py TrainCfg and
+# steering-lite's trad_care sweep), not read from presets.py.
+SEED_VALUES = {"model": "Qwen/Qwen3-0.6B", "behavior": "trad_care", "n_personas": 6, "target_kl": "1",
+               "max_think": 64, "layers": "0.3-0.8", "rank": 32, "lr": 2e-4, "weight_decay": 0.01,
+               "warmup_steps": 5, "lr_schedule": "linear", "train_batch_size": 4, "grad_accum": 4,
+               "max_length": 512, "activation_scale": "unit"}
+
+
+def test_seed_preset_sets_the_seeds_values():
+    args = parse_args(["sweep", "--preset", "seed"])
+    assert {k: getattr(args, k) for k in SEED_VALUES} == SEED_VALUES
+    plain = parse_args(["sweep"])
+    assert (plain.model, plain.rank, plain.max_think, plain.activation_scale) != ("Qwen/Qwen3-0.6B", 32, 64, "unit")
+
+
+def test_explicit_options_win_wherever_they_are():
+    args = parse_args(["sweep", "--rank", "8", "--preset", "seed", "--max-think", "0"])
+    assert (args.rank, args.max_think, args.grad_accum) == (8, 0, 4)
+
+
+def test_seed_preset_reaches_the_training_config():
+    from weightsteer.commands.run import settings_from
+
+    args = parse_args(["sweep", "--preset", "seed"])
+    args.adapter = "lora"
+    _, train = settings_from(args)
+    assert (train.rank, train.lr, train.layer_span, train.grad_accum, train.batch_size, train.weight_decay,
+            train.warmup_steps, train.schedule, train.max_length) == (32, 2e-4, (0.3, 0.8), 4, 4, 0.01, 5,
+                                                                      "linear", 512)
+
+
+def test_table_states_what_matches_and_what_does_not():
+    rows = presets.table("seed")
+    by_name = {r["setting"]: r for r in rows}
+    assert by_name["LoRA rank / alpha / dropout"]["matches"] is True
+    assert by_name["IA3"]["matches"] is False and by_name["IA3"]["weightsteer"] == "not reproduced"
+    text = "\n".join(presets.markdown(rows))
+    assert "| IA3 | not reproduced |" in text and "no: weightsteer adapts" in text
+    json.dumps(rows)  # written by the sweep as JSON
+
+
+def test_unknown_preset_is_an_error():
+    with pytest.raises(WeightsteerError, match="invalid choice: 'paper'"):
+        parse_args(["sweep", "--preset", "paper"])
+    with pytest.raises(WeightsteerError, match="unknown preset"):
+        presets.defaults("paper")
+
+
+def test_docs_show_the_current_table():
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "presets.md").read_text()
+    assert "\n".join(presets.markdown(presets.table("seed"))) in doc
