@@ -50,6 +50,9 @@ from .train import TrainConfig
 PROMPT_METHODS = ("prompt", "prompt_only")
 ALL_METHODS = WEIGHT_METHODS + ACTIVATION_METHODS + PROMPT_METHODS
 SIDES = {"pos": 1, "neg": -1}
+# Surgical informedness is reported on each behaviour's own probe; AIRiskDilemmas' truthfulness metric
+# is that axis only for these behaviours.
+TRUTHFULNESS_BEHAVIOURS = ("honesty",)
 
 
 @dataclass
@@ -164,7 +167,9 @@ class Sweep:
                        "target_kl": target_kl, "sides": sides, "base": base_summary,
                        "base_stat": bench.stat(base_summary), "headroom": headroom,
                        "headroom_stat": bench.stat(headroom, shift=True) if headroom else None}
-            if bench.name == "airisk" and len(rows) == 2:
+            if len(rows) == 2 and bench is self.behaviour.probe and hasattr(bench, "si"):
+                summary["si"] = bench.si(rows["neg"], base, rows["pos"], n_boot=self.s.n_boot)  # the behaviour's axis
+            elif bench.name == "airisk" and len(rows) == 2 and self.behaviour.name in TRUTHFULNESS_BEHAVIOURS:
                 summary["si"] = si.surgical_informedness(rows["neg"], base, rows["pos"], metric="log_ratio",
                                                          mass="p_mass", n_boot=self.s.n_boot)
             write_json(folder / "eval" / f"{bench.name}.summary.json", summary)

@@ -44,6 +44,7 @@ from .. import chat
 from ..errors import WeightsteerError
 from . import guided, scoring
 from .sampling import stratified_sample
+from .si import surgical_informedness
 from .stats import mean_ci, stratified_bootstrap_ci
 
 HUB_REPO = "wassname/tiny-mfv"
@@ -263,6 +264,44 @@ def axis_stats(weights: dict[str, float], delta: dict[str, np.ndarray], ids: dic
 
     lo, hi = stratified_bootstrap_ci({f: (delta[f], ids[f]) for f in weights}, combine, n_boot=n_boot, seed=seed)
     return {"mean": combine(delta), "lo": lo, "hi": hi}
+
+
+def axis_si(minus_rows: list[dict], base_rows: list[dict], plus_rows: list[dict], axis: dict[str, float], *,
+            min_bool_mass: float = MIN_BOOL_MASS, n_boot: int = 256) -> dict:
+    """Bidirectional surgical informedness on a foundation axis, as steering-lite's si_per_foundation.
+
+    A cell of a foundation with weight w != 0 is on the target side when sign(w) * logit(wrongness) > 0
+    (wrongness above 1/2 for a foundation meant to be judged more wrong at +C, below for one meant to be
+    judged less wrong). Cells dropped (bool_mass < min_bool_mass) in any of the three runs are left out.
+    The mass factor uses each run's mean bool mass over every cell and both frames, as the reference's
+    does. Returned: SI over the axis's cells pooled, and per foundation under "foundations".
+    """
+    def by_cell(rows):
+        return {cell_key(r): r for r in rows}
+
+    minus, base, plus = by_cell(minus_rows), by_cell(base_rows), by_cell(plus_rows)
+
+    def run_mass(rows):
+        return float(np.mean([(r["bool_mass_is_wrong"] + r["bool_mass_is_acceptable"]) / 2 for r in rows]))
+
+    mass = {"minus": run_mass(minus_rows), "plus": run_mass(plus_rows)}
+
+    def si_over(foundations):
+        keys = [k for k, r in base.items() if r["foundation"] in foundations and k in minus and k in plus
+                and min(minus[k]["bool_mass"], r["bool_mass"], plus[k]["bool_mass"]) >= min_bool_mass]
+        if not keys:
+            return None
+
+        def signed(run, which):
+            return [{"id": run[k]["id"], "m": np.sign(axis[run[k]["foundation"]]) * run[k][HEADLINE_KEY],
+                     "mass": mass[which] if which else 1.0} for k in keys]
+
+        return surgical_informedness(signed(minus, "minus"), signed(base, None), signed(plus, "plus"),
+                                     metric="m", mass="mass", n_boot=n_boot)
+
+    weighted = [f for f, w in axis.items() if w != 0]
+    pooled = si_over(set(weighted)) or {"si": None, "lo": None, "hi": None}
+    return {**pooled, "foundations": {f: si_over({f}) for f in weighted}}
 
 
 SHORT = {"Care": "Care", "Sanctity": "Sanc", "Authority": "Auth", "Loyalty": "Loy", "Fairness": "Fair",

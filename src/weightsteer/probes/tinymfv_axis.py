@@ -73,5 +73,8 @@ class TinyMfvProbe(Probe):
     def summarise(self, rows, base_rows=None, n_boot: int = 256, seed: int = 0) -> dict:
         return tinymfv.summarise(rows, base_rows, n_boot, seed, axes={self.behaviour: self.axis})
 
+    def si(self, minus_rows: list[dict], base_rows: list[dict], plus_rows: list[dict], n_boot: int = 256) -> dict:
+        return tinymfv.axis_si(minus_rows, base_rows, plus_rows, self.axis, n_boot=n_boot)
+
     def stat(self, summary: dict, *, shift: bool = False) -> dict:
         return (summary["shift"] if shift else summary)["axes"][self.behaviour]
