@@ -12,6 +12,7 @@ from . import add_model, log
 from .run import (
     add_direction_args,
     add_eval_args,
+    add_max_think,
     behaviour_from,
     benchmarks_from,
     check_tokenizer,
@@ -61,6 +62,7 @@ def cmd_report(args) -> None:
 
 def cmd_headroom(args) -> None:
     from ..behaviours import load_behaviour
+    from ..evals import with_max_think
     from ..headroom import headroom_verdict
     from ..models import load_model
     from ..report import ci
@@ -69,6 +71,8 @@ def cmd_headroom(args) -> None:
     if args.limit is not None and args.limit < 1:
         raise WeightsteerError(f"--limit must be at least 1, got {args.limit}")
     behaviours = [load_behaviour(spec.strip()) for spec in args.behavior.split(",")]
+    behaviours = [b.with_probe(with_max_think(b.probe, args.max_think)) if b.probe is not None else b
+                  for b in behaviours]
     dirs = data_dirs_from(args)
     items = {b.name: b.probe.load(dirs.get(b.probe.name), args.limit) for b in behaviours if b.probe is not None}
     model, tokenizer = load_model(args.model)
@@ -120,6 +124,7 @@ def register(sub) -> None:
     p.add_argument("--out", default="out")
     p.add_argument("--limit", type=int, default=None, help="a seeded, stratified sample of N probe items")
     p.add_argument("--tinymfv-dir", default=None, help="local copy of tiny-mfv (default: the hub)")
+    add_max_think(p)
     p.set_defaults(func=cmd_headroom, airisk_dir=None)
 
     p = sub.add_parser("report", help="markdown tables and plots from saved sweep summaries")
