@@ -1,5 +1,6 @@
 import types
 
+import numpy as np
 import pytest
 import torch
 from conftest import make_tiny
@@ -135,12 +136,34 @@ def test_pca_sign_follows_the_majority_not_the_mean():
     assert D.pca(-diffs, zero)[0][0] < -0.99
 
 
-def test_fitted_pca_has_most_projections_positive(model_and_tok, fitted):
+def reference_pca(diffs):
+    """The reference's rule in float64 numpy: first right singular vector of the centred differences,
+    positive when most centred projections are, the largest one deciding a tie."""
+    centred = diffs.double().numpy() - diffs.double().numpy().mean(0)
+    v = np.linalg.svd(centred, full_matrices=False)[2][0]
+    proj = centred @ v
+    share = (proj > 0).mean()
+    sign = np.sign(proj[np.abs(proj).argmax()]) if share == 0.5 else (1 if share > 0.5 else -1)
+    return sign * v
+
+
+def test_fitted_pca_is_the_reference_pca(model_and_tok, fitted):
     model, tok = model_and_tok
     pos, neg = pos_neg_states(model, tok, [1, 2])
     for j, layer in enumerate([1, 2]):
-        projections = (pos[:, j] - neg[:, j]) @ fitted["pca"].vectors[layer][0]
-        assert (projections > 0).sum() * 2 >= len(projections)
+        expected = torch.from_numpy(reference_pca(pos[:, j] - neg[:, j])).float()
+        torch.testing.assert_close(fitted["pca"].vectors[layer][0], expected, rtol=1e-3, atol=1e-4)
+
+
+def test_pca_tie_goes_to_the_largest_centred_projection():
+    cases = [torch.tensor([[3.0, 0.0], [1.0, 0.0], [-1.0, 0.0], [-1.0, 0.0]]),  # centred 2.5, .5, -1.5, -1.5: a tie
+             torch.tensor([[4.0, 0.0], [1.0, 0.01], [0.0, 0.0], [-1.0, -0.01]]),  # centred x 3, 0, -1, -2
+             torch.tensor([[5.0, 0], [-1.0, 0], [-1.0, 0], [-3.0, 0]])]  # centred 5, -1, -1, -3: 1 of 4 positive
+    for d in cases:
+        torch.testing.assert_close(D.pca(d, torch.zeros_like(d))[0].double(),
+                                   torch.from_numpy(reference_pca(d)), rtol=1e-5, atol=1e-6)
+    exact_tie = torch.tensor([[5.0, 0], [1.0, 0], [-2.0, 0], [-4.0, 0]])  # centred 5, 1, -2, -4: two each side
+    assert D.pca(exact_tie, torch.zeros_like(exact_tie))[0][0] > 0.99  # the largest, +5, decides
 
 
 def test_clusters_recover_separated_groups():
@@ -161,8 +184,7 @@ def test_clusters_pointing_to_neg_are_flipped_toward_pos():
                        torch.tensor([[-1.0, 0, 0]]) + noise(3)])
     found = D.cluster_directions(diffs, torch.zeros_like(diffs), k=3, seed=0)
     assert bool(((found @ diffs.mean(0)) >= 0).all())
-    members = diffs[13:] / diffs[13:].norm(dim=-1, keepdim=True)
-    neg_group = members.sum(0) / members.sum(0).norm()  # that group's spherical centroid, by hand
+    neg_group = diffs[13:].mean(0) / diffs[13:].mean(0).norm()  # that group's centroid, by hand
     assert float(neg_group @ diffs.mean(0)) < 0
     assert min(float((row + neg_group).norm()) for row in found) < 1e-5  # present, flipped
     # the flip itself on hand-made centroids: only those with a negative projection change sign

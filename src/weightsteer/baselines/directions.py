@@ -61,48 +61,54 @@ def toward_pos(centroids: torch.Tensor, diffs: torch.Tensor) -> torch.Tensor:
     return torch.where(projection[:, None] < 0, -centroids, centroids)
 
 
-def majority_sign(v: torch.Tensor, diffs: torch.Tensor) -> torch.Tensor:
-    """v or -v, whichever most paired differences project positively on (a tie goes by their sum)."""
-    projections = diffs @ v
-    votes = torch.sign(projections).sum()
-    return -v if votes < 0 or (votes == 0 and projections.sum() < 0) else v
-
-
 def pca(pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
-    """The first principal component of the paired differences, signed by majority vote.
+    """The first principal component of the paired differences, signed as the reference signs it.
 
     The differences are centred before the SVD (ordinary PCA), so this is the axis along which the
-    persona effect varies most across questions, not a restatement of their mean (mean_diff).
+    persona effect varies most across questions, not a restatement of their mean (mean_diff). Its sign:
+    positive when more than half of the centred differences project positively on it; on an exact tie,
+    the sign of the largest centred projection.
     """
     diffs = pos - neg
     if len(diffs) < 2:
         raise WeightsteerError("pca needs at least two persona-pair differences: use more questions")
-    _, _, vh = torch.linalg.svd(diffs - diffs.mean(0), full_matrices=False)
-    return majority_sign(vh[0], diffs)[None]
+    centred = diffs - diffs.mean(0)
+    _, _, vh = torch.linalg.svd(centred, full_matrices=False)
+    v = vh[0]
+    projections = centred @ v
+    positive = float((projections > 0).float().mean())
+    sign = torch.sign(projections[projections.abs().argmax()]) if positive == 0.5 else (1.0 if positive > 0.5 else -1.0)
+    return (sign * v)[None]
 
 
 def cluster_directions(pos: torch.Tensor, neg: torch.Tensor, k: int = 4, seed: int = 0,
-                       max_steps: int = 100) -> torch.Tensor:
-    """Cosine k-means of the paired differences: k unit centroids, initialised from k seeded rows.
+                       n_iters: int = 20) -> torch.Tensor:
+    """k unit centroids of the paired differences by cosine k-means, as the reference runs it.
 
-    Each step assigns every difference to the centroid of highest cosine and moves each centroid
-    to the normalised mean of its members; an empty cluster keeps its centroid. Finally every centroid
-    is signed toward POS (toward_pos), as the reference does.
+    Centroids start at k seeded differences. Each of at most n_iters steps assigns every difference to
+    the centroid of highest cosine; if a centroid has no member it is replaced by a random difference
+    and the step ends there; otherwise each centroid moves to the mean of its members (the raw
+    differences), and the loop stops once no centroid moves by more than 1e-6. Finally every centroid
+    is signed toward POS (toward_pos) and scaled to unit length.
     """
-    points = unit(pos - neg)
-    if len(points) < k:
-        raise WeightsteerError(f"topk_clusters needs at least k={k} differences, got {len(points)}: "
+    diffs = pos - neg
+    n = len(diffs)
+    if n < k:
+        raise WeightsteerError(f"topk_clusters needs at least k={k} differences, got {n}: "
                                "use more questions or a smaller k")
     generator = torch.Generator().manual_seed(seed)
-    centroids = points[torch.randperm(len(points), generator=generator)[:k]]
-    for _ in range(max_steps):
-        members = (points @ centroids.T).argmax(1)
-        moved = torch.stack([unit(points[members == j].sum(0)) if (members == j).any() else centroids[j]
-                             for j in range(k)])
-        if torch.equal(moved, centroids):
+    centroids = diffs[torch.randperm(n, generator=generator)[:k]].clone()
+    for _ in range(n_iters):
+        members = (unit(diffs) @ unit(centroids).T).argmax(1)
+        empty = (torch.bincount(members, minlength=k) == 0).nonzero().flatten()
+        if len(empty):
+            centroids[empty] = diffs[torch.randperm(n, generator=generator)[:len(empty)]]
+            continue
+        moved = torch.stack([diffs[members == j].mean(0) for j in range(k)])
+        if torch.allclose(moved, centroids, atol=1e-6):
             break
         centroids = moved
-    return toward_pos(centroids, pos - neg)
+    return unit(toward_pos(centroids, diffs))
 
 
 def down_proj_subspace(pos: torch.Tensor, neg: torch.Tensor, w_out: torch.Tensor,
