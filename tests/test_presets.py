@@ -14,7 +14,7 @@ from weightsteer.errors import WeightsteerError
 SEED_VALUES = {"model": "Qwen/Qwen3-0.6B", "behavior": "trad_care", "n_personas": 6, "target_kl": "1",
                "max_think": 64, "layers": "0.3-0.8", "rank": 32, "lr": 2e-4, "weight_decay": 0.01,
                "warmup_steps": 5, "lr_schedule": "linear", "train_batch_size": 4, "grad_accum": 4,
-               "max_length": 512, "activation_scale": "unit"}
+               "max_length": 512, "activation_scale": "unit", "oft_block_size": 8}
 
 
 def test_seed_preset_sets_the_seeds_values():
@@ -36,8 +36,8 @@ def test_seed_preset_reaches_the_training_config():
     args.adapter = "lora"
     _, train = settings_from(args)
     assert (train.rank, train.lr, train.layer_span, train.grad_accum, train.batch_size, train.weight_decay,
-            train.warmup_steps, train.schedule, train.max_length) == (32, 2e-4, (0.3, 0.8), 4, 4, 0.01, 5,
-                                                                      "linear", 512)
+            train.warmup_steps, train.schedule, train.max_length, train.oft_block) == (
+        32, 2e-4, (0.3, 0.8), 4, 4, 0.01, 5, "linear", 512, 8)
 
 
 def test_table_states_what_matches_and_what_does_not():

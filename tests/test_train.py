@@ -75,3 +75,17 @@ def test_new_training_fields_leave_old_stage_keys_alone():
     old_fields = {"method", "rank", "lr", "steps", "batch_size", "layer_span", "modules", "max_length", "seed"}
     assert set(TrainConfig().key()) == old_fields
     assert TrainConfig(grad_accum=4, weight_decay=0.01).key()["grad_accum"] == 4
+
+
+def test_oft_block_size_is_used_and_checked(tiny_llama):
+    import pytest
+
+    from weightsteer.adapters import middle_layers, peft_config, target_module_names
+    from weightsteer.errors import WeightsteerError
+
+    model, _ = tiny_llama
+    targets = target_module_names(model, middle_layers(4))
+    assert peft_config(model, "oft", targets).oft_block_size == 32  # widths 64 and 128: the largest that fits
+    assert peft_config(model, "oft", targets, oft_block=8).oft_block_size == 8
+    with pytest.raises(WeightsteerError, match="does not divide"):
+        peft_config(model, "oft", targets, oft_block=48)

@@ -40,6 +40,7 @@ class TrainConfig:
     weight_decay: float = 0.0  # AdamW's
     warmup_steps: int = 0
     schedule: str = "constant"  # or "linear": warmup, then linear decay to 0 (transformers' Trainer default)
+    oft_block: int = 0  # OFT block size; 0: the largest usual size that fits (adapters.oft_block_size)
 
     @property
     def learning_rate(self) -> float:
@@ -48,7 +49,7 @@ class TrainConfig:
     def key(self) -> dict:
         """The stage key: every field, except the later ones while they keep their defaults (so adapters
         trained before those fields existed are not trained again)."""
-        later = {"grad_accum": 1, "weight_decay": 0.0, "warmup_steps": 0, "schedule": "constant"}
+        later = {"grad_accum": 1, "weight_decay": 0.0, "warmup_steps": 0, "schedule": "constant", "oft_block": 0}
         return {k: v for k, v in asdict(self).items() if k not in later or v != later[k]}
 
 
@@ -107,7 +108,7 @@ def train_adapter(model, tokenizer, rows: list[dict], out_dir, cfg: TrainConfig,
     device = next(model.parameters()).device
 
     torch.manual_seed(cfg.seed)  # the same initialisation for the pos and the neg adapter
-    peft_model = get_peft_model(model, peft_config(model, cfg.method, targets, cfg.rank))
+    peft_model = get_peft_model(model, peft_config(model, cfg.method, targets, cfg.rank, cfg.oft_block))
     losses = []
     try:
         peft_model.train()

@@ -38,6 +38,8 @@ def add_direction_args(p, *, default_method="lora"):
     p.add_argument("--lr-schedule", default="constant", choices=("constant", "linear"),
                    help="after warmup: constant (default) or linear decay to 0")
     p.add_argument("--max-length", type=int, default=256, help="training tokens per row (default 256)")
+    p.add_argument("--oft-block-size", type=int, default=0,
+                   help="OFT's block size (default 0: the largest of 32/16/8/4/2 that divides every input width)")
     p.add_argument("--seed", type=int, default=0)
 
 
@@ -76,8 +78,8 @@ def settings_from(args):
                  "grad_accum", "max_length"):
         if getattr(args, name) < 1:
             raise WeightsteerError(f"--{name.replace('_', '-')} must be at least 1")
-    if args.weight_decay < 0 or args.warmup_steps < 0:
-        raise WeightsteerError("--weight-decay and --warmup-steps must be 0 or more")
+    if args.weight_decay < 0 or args.warmup_steps < 0 or args.oft_block_size < 0:
+        raise WeightsteerError("--weight-decay, --warmup-steps and --oft-block-size must be 0 or more")
     if getattr(args, "max_think", 0) < 0:
         raise WeightsteerError(f"--max-think must be 0 (no thinking) or more, got {args.max_think}")
     if getattr(args, "limit", None) is not None and args.limit < 1:
@@ -87,7 +89,8 @@ def settings_from(args):
     train = TrainConfig(method=args.adapter, rank=args.rank, lr=args.lr, steps=args.steps,
                         layer_span=(lo, hi), seed=args.seed, batch_size=args.train_batch_size,
                         grad_accum=args.grad_accum, weight_decay=args.weight_decay,
-                        warmup_steps=args.warmup_steps, schedule=args.lr_schedule, max_length=args.max_length)
+                        warmup_steps=args.warmup_steps, schedule=args.lr_schedule, max_length=args.max_length,
+                        oft_block=args.oft_block_size)
     return data, train
 
 

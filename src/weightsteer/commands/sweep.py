@@ -36,7 +36,7 @@ def cmd_sweep(args) -> None:
                              n_calibration=args.n_calibration, data=data,
                              train={k: getattr(train, k) for k in ("steps", "rank", "lr", "layer_span", "batch_size",
                                                                    "grad_accum", "weight_decay", "warmup_steps",
-                                                                   "schedule", "max_length")},
+                                                                   "schedule", "max_length", "oft_block")},
                              activation_scale=args.activation_scale, preset=args.preset)
     started = time.time()
     model, tokenizer = load_model(args.model)
