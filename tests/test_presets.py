@@ -14,7 +14,8 @@ from weightsteer.errors import WeightsteerError
 SEED_VALUES = {"model": "Qwen/Qwen3-0.6B", "behavior": "trad_care", "n_personas": 6, "target_kl": "1",
                "max_think": 64, "layers": "0.3-0.8", "rank": 32, "lr": 2e-4, "weight_decay": 0.01,
                "warmup_steps": 5, "lr_schedule": "linear", "train_batch_size": 4, "grad_accum": 4,
-               "max_length": 512, "activation_scale": "unit", "oft_block_size": 8}
+               "max_length": 512, "activation_scale": "unit", "oft_block_size": 8,
+               "ia3_modules": "k_proj,v_proj,down_proj", "ia3_layers": "0-1"}
 
 
 def test_seed_preset_sets_the_seeds_values():
@@ -40,13 +41,29 @@ def test_seed_preset_reaches_the_training_config():
         32, 2e-4, (0.3, 0.8), 4, 4, 0.01, 5, "linear", 512, 8)
 
 
+def test_ia3_gets_the_forks_modules_on_every_layer_and_the_others_do_not():
+    from weightsteer.commands.run import ia3_overrides, settings_from
+
+    args = parse_args(["sweep", "--preset", "seed"])
+    assert ia3_overrides(args) == {"modules": ("k_proj", "v_proj", "down_proj"), "layer_span": (0.0, 1.0)}
+    args.adapter = "ia3"
+    _, ia3 = settings_from(args)
+    args.adapter = "lora"
+    _, lora = settings_from(args)
+    assert (ia3.modules, ia3.layer_span) == (("k_proj", "v_proj", "down_proj"), (0.0, 1.0))
+    assert (lora.modules, lora.layer_span) == (("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                                                "down_proj"), (0.3, 0.8))
+    assert ia3_overrides(parse_args(["sweep"])) == {}
+
+
 def test_table_states_what_matches_and_what_does_not():
     rows = presets.table("seed")
     by_name = {r["setting"]: r for r in rows}
     assert by_name["LoRA rank / alpha / dropout"]["matches"] is True
-    assert by_name["IA3"]["matches"] is False and by_name["IA3"]["weightsteer"] == "not reproduced"
+    assert by_name["training length"]["matches"] is False
+    assert by_name["training length"]["weightsteer"] == "not reproduced"
     text = "\n".join(presets.markdown(rows))
-    assert "| IA3 | not reproduced |" in text and "no: weightsteer adapts" in text
+    assert "| training length | not reproduced |" in text and "no: weightsteer trains --steps" in text
     json.dumps(rows)  # written by the sweep as JSON
 
 

@@ -68,8 +68,8 @@ SEED = (
     Setting("training length", None, None, "1 epoch over 90% of the data (10% held out for eval loss)", FORK,
             "weightsteer trains --steps optimizer steps and holds nothing out"),
     Setting("OFT block size", "oft_block_size", 8, "oft_block_size=8", FORK),
-    Setting("IA3", None, None, "k_proj, v_proj, down_proj (feedforward) on every layer", FORK,
-            "weightsteer adapts the seven modules of the adapter layers"),
+    Setting("IA3 modules", "ia3_modules", "k_proj,v_proj,down_proj", "k_proj, v_proj, down_proj (feedforward)", FORK),
+    Setting("IA3 layers", "ia3_layers", "0-1", "every layer (IA3Config without layers_to_transform)", FORK),
     Setting("activation fitting data", None, None,
             "256 branching-suffix prompts (user message and a partial reply), each under one random POS "
             "and one random NEG persona", LITE,

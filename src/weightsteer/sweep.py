@@ -69,6 +69,7 @@ class SweepSettings:
     n_calibration: int | None = None  # calibration prompts (default: all of the behaviour's)
     data: DataSettings = field(default_factory=DataSettings)
     train: dict = field(default_factory=dict)  # TrainConfig overrides (steps, rank, lr, layer_span)
+    method_train: dict = field(default_factory=dict)  # method -> TrainConfig overrides for it alone (--ia3-*)
     activation_scale: str = "median_norm"  # "unit" is the reference's (baselines/activation.py)
     preset: str | None = None  # a presets.py name: its settings-vs-seed table is written as preset.json
 
@@ -123,7 +124,8 @@ class Sweep:
     def build(self, name: str):
         """(method object, hash of what defines it)."""
         if name in WEIGHT_METHODS:
-            train = TrainConfig(method=name, seed=self.s.data.seed, **self.s.train)
+            train = TrainConfig(method=name, seed=self.s.data.seed,
+                                **{**self.s.train, **self.s.method_train.get(name, {})})
             run, delta = build_direction(self.model, self.tokenizer, self.behaviour, name, self.out_root,
                                          self.s.data, train, self.log)
             return WeightSteering(name, delta=delta), file_hash(run / "delta.safetensors")

@@ -38,6 +38,10 @@ def add_direction_args(p, *, default_method="lora"):
     p.add_argument("--lr-schedule", default="constant", choices=("constant", "linear"),
                    help="after warmup: constant (default) or linear decay to 0")
     p.add_argument("--max-length", type=int, default=256, help="training tokens per row (default 256)")
+    p.add_argument("--ia3-modules", default="",
+                   help="IA3 only: comma list of modules to adapt instead of the seven linear ones (the seed's: "
+                        "k_proj,v_proj,down_proj); down_proj is scaled on its input side")
+    p.add_argument("--ia3-layers", default="", help="IA3 only: span of depth instead of --layers, e.g. 0-1")
     p.add_argument("--oft-block-size", type=int, default=0,
                    help="OFT's block size (default 0: the largest of 32/16/8/4/2 that divides every input width)")
     p.add_argument("--seed", type=int, default=0)
@@ -64,16 +68,34 @@ def data_dirs_from(args) -> dict:
             if getattr(args, flag[2:].replace("-", "_"))}
 
 
-def settings_from(args):
+def parse_span(flag: str, text: str) -> tuple[float, float]:
     from ..adapters import middle_layers
+
+    try:
+        lo, hi = (float(x) for x in text.split("-"))
+    except ValueError:
+        raise WeightsteerError(f"{flag} must look like 0.25-0.75, got {text!r}") from None
+    middle_layers(4, (lo, hi))  # the span's own check, before any work
+    return lo, hi
+
+
+def ia3_overrides(args) -> dict:
+    """TrainConfig fields that --ia3-modules and --ia3-layers change for IA3 alone."""
+    overrides = {}
+    if args.ia3_modules:
+        overrides["modules"] = tuple(m.strip() for m in args.ia3_modules.split(",") if m.strip())
+    if args.ia3_layers:
+        overrides["layer_span"] = parse_span("--ia3-layers", args.ia3_layers)
+    return overrides
+
+
+def settings_from(args):
+    from dataclasses import replace
+
     from ..pipeline import DataSettings
     from ..train import TrainConfig
 
-    try:
-        lo, hi = (float(x) for x in args.layers.split("-"))
-    except ValueError:
-        raise WeightsteerError(f"--layers must look like 0.25-0.75, got {args.layers!r}") from None
-    middle_layers(4, (lo, hi))  # the span's own check, before any work
+    lo, hi = parse_span("--layers", args.layers)
     for name in ("n_personas", "n_samples", "n_questions", "max_new_tokens", "steps", "rank", "train_batch_size",
                  "grad_accum", "max_length"):
         if getattr(args, name) < 1:
@@ -91,6 +113,8 @@ def settings_from(args):
                         grad_accum=args.grad_accum, weight_decay=args.weight_decay,
                         warmup_steps=args.warmup_steps, schedule=args.lr_schedule, max_length=args.max_length,
                         oft_block=args.oft_block_size)
+    if args.adapter == "ia3":
+        train = replace(train, **ia3_overrides(args))
     return data, train
 
 

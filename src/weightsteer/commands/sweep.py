@@ -17,6 +17,7 @@ from .run import (
     benchmarks_from,
     check_tokenizer,
     data_dirs_from,
+    ia3_overrides,
     settings_from,
 )
 
@@ -37,7 +38,8 @@ def cmd_sweep(args) -> None:
                              train={k: getattr(train, k) for k in ("steps", "rank", "lr", "layer_span", "batch_size",
                                                                    "grad_accum", "weight_decay", "warmup_steps",
                                                                    "schedule", "max_length", "oft_block")},
-                             activation_scale=args.activation_scale, preset=args.preset)
+                             activation_scale=args.activation_scale, preset=args.preset,
+                             method_train={"ia3": ia3_overrides(args)})
     started = time.time()
     model, tokenizer = load_model(args.model)
     check_tokenizer(tokenizer, benches)
