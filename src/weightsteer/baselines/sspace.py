@@ -21,10 +21,12 @@ the flip is left out.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 
 import torch
 
+from .. import chat
 from ..adapters import decoder_layers
 from ..delta import model_fingerprint
 from ..errors import WeightsteerError
@@ -55,8 +57,6 @@ def writer_modules(model, layers: list[int]) -> dict[str, torch.nn.Linear]:
 def last_token_outputs(model, tokenizer, texts: list[str], modules: dict[str, torch.nn.Module],
                        batch_size: int = 16) -> dict[str, torch.Tensor]:
     """name -> (len(texts), d_out) float32 output of each module at each prompt's last token."""
-    from .. import chat
-
     captured: dict[str, list[torch.Tensor]] = {name: [] for name in modules}
 
     def capture(name: str):
@@ -102,8 +102,6 @@ class SSpaceSteering(SteeringMethod):
     meta: dict = field(default_factory=dict)
 
     def apply(self, model, coef: float):
-        import contextlib
-
         coef = check_alpha(coef)
         self.check_fits(model)
         ref = next(model.parameters())
