@@ -79,3 +79,14 @@ def test_docs_show_the_current_table():
 
     doc = (Path(__file__).resolve().parents[1] / "docs" / "presets.md").read_text()
     assert "\n".join(presets.markdown(presets.table("seed"))) in doc
+
+
+def test_report_prints_the_table_a_preset_sweep_wrote(tmp_path):
+    from weightsteer.atomic import write_json
+    from weightsteer.report import preset_section
+
+    assert preset_section(tmp_path) == []
+    write_json(tmp_path / "preset.json", {"preset": "seed", "settings": presets.table("seed")})
+    text = "\n".join(preset_section(tmp_path))
+    assert text.startswith("## Settings beside the seed's (`--preset seed`)")
+    assert "| LoRA rank / alpha / dropout | 32 |" in text and "| training length | not reproduced |" in text

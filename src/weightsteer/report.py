@@ -186,6 +186,16 @@ def section_title(bench: str, by_method: dict[str, list[dict]]) -> str:
     return f"{bench}: " + ("the behaviour's probe, " if probe else "") + "mean log-ratio (higher = more POS)"
 
 
+def preset_section(root: Path) -> list[str]:
+    """The settings-vs-seed table a sweep run with --preset wrote (preset.json), or nothing."""
+    if not (root / "preset.json").exists():
+        return []
+    from .presets import markdown
+
+    preset = json.loads((root / "preset.json").read_text())
+    return [f"## Settings beside the seed's (`--preset {preset['preset']}`)", "", *markdown(preset["settings"]), ""]
+
+
 def build_report(out_root: Path, model_label: str, behaviour: str, report_dir: Path, command: str) -> Path:
     root = Path(out_root) / model_label / behaviour
     if not root.is_dir():
@@ -198,12 +208,7 @@ def build_report(out_root: Path, model_label: str, behaviour: str, report_dir: P
     failed = {m: s["error"] for m, s in status.items() if not s.get("ok")}
     if failed:
         lines += ["Methods that failed: " + "; ".join(f"{m}: {e}" for m, e in failed.items()), ""]
-    if (root / "preset.json").exists():
-        from .presets import markdown
-
-        preset = json.loads((root / "preset.json").read_text())
-        lines += [f"## Settings beside the seed's (`--preset {preset['preset']}`)", "",
-                  *markdown(preset["settings"]), ""]
+    lines += preset_section(root)
     ordered = sorted(summaries, key=lambda b: not next(rows_of(summaries[b]))[1].get("probe"))
     for bench in ordered:
         by_method = summaries[bench]
