@@ -71,7 +71,19 @@ def test_killed_sweep_resumes_to_the_same_tables(tiny_dir, tmp_path):
 
 def test_parse_methods():
     assert parse_methods("lora,prompt") == ("lora", "prompt")
-    assert len(parse_methods("all")) == 14
+    assert len(parse_methods("all")) == 16
+    assert parse_methods("activation") == ("mean_diff", "mean_centred", "pca", "cosine_gated", "topk_clusters",
+                                           "sspace", "neutral_bisector", "down_proj_subspace")
+
+
+def test_sweep_help_lists_every_method(capsys):
+    from weightsteer.cli import main
+    from weightsteer.sweep import ALL_METHODS
+
+    with pytest.raises(SystemExit):
+        main(["sweep", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert all(name in text for name in ALL_METHODS)
     assert parse_methods("weight,lora")[:2] == ("lora", "dora")
     with pytest.raises(WeightsteerError, match="unknown method 'nope'"):
         parse_methods("lora,nope")

@@ -30,6 +30,18 @@ def build_parser() -> Parser:
     return parser
 
 
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The parsed command line; with --preset, the preset's values are the defaults (explicit options win)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "preset", None):
+        from .presets import defaults
+
+        args.command_parser.set_defaults(**defaults(args.preset))
+        args = parser.parse_args(argv)
+    return args
+
+
 def quiet_libraries() -> None:
     """Our own progress bars and messages say what is happening; the libraries' would drown them."""
     from transformers.utils import logging as hf_logging
@@ -56,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
         quiet_libraries()
-        args = build_parser().parse_args(argv)
+        args = parse_args(argv)
         args.func(args)
     except WeightsteerError as err:
         print(f"weightsteer: error: {err}", file=sys.stderr)

@@ -89,7 +89,7 @@ def build_direction(model, tokenizer, behaviour: Behaviour, method: str, out_roo
     run = method_dir(out_root, model, behaviour, method)
     for side in ("pos", "neg"):
         side_rows = [r for r in rows if r["side"] == side]
-        inputs = {"data": file_hash(data_path), "train": asdict(train)}
+        inputs = {"data": file_hash(data_path), "train": train.key()}
         run_stage(f"train {side}", run / "adapters" / side, inputs,
                   lambda out, rows=side_rows, side=side: train_adapter(
                       model, tokenizer, rows, out, train, desc=f"train {method} {side}"), log)

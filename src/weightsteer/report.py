@@ -86,9 +86,27 @@ def rows_of(by_method: dict[str, list[dict]]):
             yield method, summary
 
 
+DROP_FLAG = 0.05  # a run that lost more than this share of its cells is flagged: it is scored on its survivors
+
+
+def si_cell(summary: dict) -> str:
+    si = summary.get("si")
+    if not si or si.get("si") is None:
+        return "n/a"
+    return f"{si['si']:+.1f} [{si['lo']:+.1f}, {si['hi']:+.1f}]"
+
+
+def dropped_cell(summary: dict) -> str:
+    """Cells a run dropped for low bool mass, as count and share, flagged above DROP_FLAG."""
+    n, dropped = summary["n_cells"], summary["n_dropped"]
+    flag = " ⚠" if n and dropped / n > DROP_FLAG else ""
+    return f"{dropped} ({100 * dropped / n:.0f}%){flag}" if n else "n/a"
+
+
 def tinymfv_table(by_method: dict[str, list[dict]]) -> list[str]:
     """Per-foundation shifts of every (method, dose, side); the headline column is the behaviour's
-    axis when the probe defines one, else the overall wrongness shift."""
+    axis when the probe defines one, else the overall wrongness shift. Each row shows the cells that
+    run dropped and how many were paired with the bare model."""
     rows = []
     for method, s in rows_of(by_method):
         for side, data in s["sides"].items():
@@ -100,21 +118,27 @@ def tinymfv_table(by_method: dict[str, list[dict]]) -> list[str]:
             mean = data["shift"]["mean"]
             rows.append((mean if mean is not None else 0.0,
                          [cue(mean), ci(data["shift"]), label, dose_cell(s), coef_cell(data),
-                          fmt(data.get("kl"), ".2f"), *cells]))
+                          fmt(data.get("kl"), ".2f"), si_cell(s), dropped_cell(data["summary"]),
+                          str(shift["n_paired"]), *cells]))
     rows.sort(key=lambda r: -r[0])
     any_summary = next(rows_of(by_method))[1]
     axis_name = next(iter(any_summary["base"].get("axes") or {}), None) or "dWrong"
-    lines = [f"| cue | {axis_name} shift [CI] | method | dose | C | kl | "
-             + " | ".join(s for s, _ in FOUNDATIONS) + " |", "|" + "---|" * (6 + len(FOUNDATIONS))]
+    n_cols = 9 + len(FOUNDATIONS)
+    lines = [f"| cue | {axis_name} shift [CI] | method | dose | C | kl | SI [CI] | dropped | paired | "
+             + " | ".join(s for s, _ in FOUNDATIONS) + " |", "|" + "---|" * n_cols]
     lines += ["| " + " | ".join(cells) + " |" for _, cells in rows]
     head = any_summary.get("headroom_stat")
     lines.append("| " + " | ".join([cue(head["mean"] if head else None), ci(head), "headroom: POS vs NEG prompt",
-                                    "n/a", "n/a", "n/a"] + [""] * len(FOUNDATIONS)) + " |")
+                                    "n/a", "n/a", "n/a", "", "", ""] + [""] * len(FOUNDATIONS)) + " |")
     base = any_summary["base"]
     bare = [fmt(base["foundations"].get(full, {}).get("logit_wrongness", {}).get("mean")) for _, full in FOUNDATIONS]
-    lines.append("| | bare model: logit(wrongness) | base | n/a | n/a | n/a | " + " | ".join(bare) + " |")
-    lines.append(f"\nCells per run: {base['n_cells']}, dropped for bool_mass < {base['min_bool_mass']} in the bare "
-                 f"model: {base['n_dropped']}. Cells are (vignette, condition); delta-logit is paired with the bare model.")
+    lines.append(f"| | bare model: logit(wrongness) | base | n/a | n/a | n/a | | {dropped_cell(base)} | | "
+                 + " | ".join(bare) + " |")
+    lines.append(f"\nCells per run: {base['n_cells']} (vignette, condition); a cell is dropped when its bool_mass is "
+                 f"below {base['min_bool_mass']} in either frame, and delta-logit is over the cells kept in both the "
+                 f"run and the bare model (paired). ⚠: the run lost more than {100 * DROP_FLAG:.0f}% of its cells, so it "
+                 "is scored on its survivors only (tiny-mfv has no mass penalty besides SI's). SI: bidirectional "
+                 "surgical informedness on the behaviour's axis, from both calibrated sides (the same for both rows).")
     return lines
 
 
@@ -131,8 +155,7 @@ def headline_table(by_method: dict[str, list[dict]], with_si: bool = False) -> l
             data = s["sides"].get(side)
             cells += ["", "", ""] if data is None else [coef_cell(data), ci(data["stat"]), ci(data["shift"])]
         if with_si:
-            si = s.get("si")
-            cells.append(f"{si['si']:+.1f} [{si['lo']:+.1f}, {si['hi']:+.1f}]" if si else "n/a")
+            cells.append(si_cell(s))
         lines.append("| " + " | ".join(cells) + " |")
     lines.append(f"\nHeadroom (POS minus NEG persona prompt, no steering): {ci(any_summary.get('headroom_stat'))}.")
     return lines
@@ -170,8 +193,19 @@ def section_title(bench: str, by_method: dict[str, list[dict]]) -> str:
     if bench == "tinymfv":
         return "tiny-mfv: delta-logit(wrongness) per foundation, mean ± std" + (" (the behaviour's probe)" if probe else "")
     if bench == "airisk":
-        return "AIRiskDilemmas: truthfulness log-ratio and bidirectional SI"
+        with_si = any(s.get("si") for _, s in rows_of(by_method))
+        return "AIRiskDilemmas: truthfulness log-ratio" + (" and bidirectional SI" if with_si else "")
     return f"{bench}: " + ("the behaviour's probe, " if probe else "") + "mean log-ratio (higher = more POS)"
+
+
+def preset_section(root: Path) -> list[str]:
+    """The settings-vs-seed table a sweep run with --preset wrote (preset.json), or nothing."""
+    if not (root / "preset.json").exists():
+        return []
+    from .presets import markdown
+
+    preset = json.loads((root / "preset.json").read_text())
+    return [f"## Settings beside the seed's (`--preset {preset['preset']}`)", "", *markdown(preset["settings"]), ""]
 
 
 def build_report(out_root: Path, model_label: str, behaviour: str, report_dir: Path, command: str) -> Path:
@@ -186,11 +220,13 @@ def build_report(out_root: Path, model_label: str, behaviour: str, report_dir: P
     failed = {m: s["error"] for m, s in status.items() if not s.get("ok")}
     if failed:
         lines += ["Methods that failed: " + "; ".join(f"{m}: {e}" for m, e in failed.items()), ""]
+    lines += preset_section(root)
     ordered = sorted(summaries, key=lambda b: not next(rows_of(summaries[b]))[1].get("probe"))
     for bench in ordered:
         by_method = summaries[bench]
         lines += [f"## {section_title(bench, by_method)}", ""]
-        lines += tinymfv_table(by_method) if bench == "tinymfv" else headline_table(by_method, bench == "airisk")
+        with_si = any(s.get("si") for _, s in rows_of(by_method))
+        lines += tinymfv_table(by_method) if bench == "tinymfv" else headline_table(by_method, with_si)
         lines.append("")
     methods = list(dict.fromkeys(m for by_method in summaries.values() for m in by_method))
     lines += ["## Calibration (iso-KL)", "", *calibration_table(root, methods), "",

@@ -29,7 +29,13 @@ from pathlib import Path
 
 from .adapters import METHODS as WEIGHT_METHODS
 from .atomic import read_jsonl, write_json, write_jsonl
-from .baselines.activation import ACTIVATION_METHODS, fit_activation_method, load_activation_method
+from .baselines.activation import (
+    ACTIVATION_METHODS,
+    FORMAT,
+    fit_activation_method,
+    load_activation_method,
+    save_activation_method,
+)
 from .behaviours import Behaviour
 from .delta import model_fingerprint
 from .doses import calibrate_dose, dose_dir
@@ -44,6 +50,9 @@ from .train import TrainConfig
 PROMPT_METHODS = ("prompt", "prompt_only")
 ALL_METHODS = WEIGHT_METHODS + ACTIVATION_METHODS + PROMPT_METHODS
 SIDES = {"pos": 1, "neg": -1}
+# Surgical informedness is reported on each behaviour's own probe; AIRiskDilemmas' truthfulness metric
+# is that axis only for these behaviours.
+TRUTHFULNESS_BEHAVIOURS = ("honesty",)
 
 
 @dataclass
@@ -60,6 +69,9 @@ class SweepSettings:
     n_calibration: int | None = None  # calibration prompts (default: all of the behaviour's)
     data: DataSettings = field(default_factory=DataSettings)
     train: dict = field(default_factory=dict)  # TrainConfig overrides (steps, rank, lr, layer_span)
+    method_train: dict = field(default_factory=dict)  # method -> TrainConfig overrides for it alone (--ia3-*)
+    activation_scale: str = "median_norm"  # "unit" is the reference's (baselines/activation.py)
+    preset: str | None = None  # a presets.py name: its settings-vs-seed table is written as preset.json
 
 
 def parse_methods(text: str) -> tuple[str, ...]:
@@ -112,16 +124,19 @@ class Sweep:
     def build(self, name: str):
         """(method object, hash of what defines it)."""
         if name in WEIGHT_METHODS:
-            train = TrainConfig(method=name, seed=self.s.data.seed, **self.s.train)
+            train = TrainConfig(method=name, seed=self.s.data.seed,
+                                **{**self.s.train, **self.s.method_train.get(name, {})})
             run, delta = build_direction(self.model, self.tokenizer, self.behaviour, name, self.out_root,
                                          self.s.data, train, self.log)
             return WeightSteering(name, delta=delta), file_hash(run / "delta.safetensors")
         if name in ACTIVATION_METHODS:
             path = self.root / name / "vectors.safetensors"
             inputs = {"model": self.fingerprint, "method": name, "n_personas": self.s.data.n_personas,
-                      "behaviour": self.behaviour.generation_key()}
-            run_stage("fit", path, inputs, lambda out: fit_activation_method(
-                name, self.model, self.tokenizer, self.behaviour, self.s.data.n_personas).save(out), self.log)
+                      "behaviour": self.behaviour.generation_key(), "format": FORMAT,
+                      "scale": self.s.activation_scale}
+            run_stage("fit", path, inputs, lambda out: save_activation_method(fit_activation_method(
+                name, self.model, self.tokenizer, self.behaviour, self.s.data.n_personas,
+                scale=self.s.activation_scale), out), self.log)
             return load_activation_method(path), file_hash(path)
         if self.behaviour.personas is None:
             raise WeightsteerError(f"the '{name}' baseline needs persona pairs, and '{self.behaviour.name}' has none")
@@ -154,7 +169,9 @@ class Sweep:
                        "target_kl": target_kl, "sides": sides, "base": base_summary,
                        "base_stat": bench.stat(base_summary), "headroom": headroom,
                        "headroom_stat": bench.stat(headroom, shift=True) if headroom else None}
-            if bench.name == "airisk" and len(rows) == 2:
+            if len(rows) == 2 and bench is self.behaviour.probe and hasattr(bench, "si"):
+                summary["si"] = bench.si(rows["neg"], base, rows["pos"], n_boot=self.s.n_boot)  # the behaviour's axis
+            elif bench.name == "airisk" and len(rows) == 2 and self.behaviour.name in TRUTHFULNESS_BEHAVIOURS:
                 summary["si"] = si.surgical_informedness(rows["neg"], base, rows["pos"], metric="log_ratio",
                                                          mass="p_mass", n_boot=self.s.n_boot)
             write_json(folder / "eval" / f"{bench.name}.summary.json", summary)
@@ -175,6 +192,10 @@ class Sweep:
 
     def run(self) -> dict:
         status_path = self.root / "sweep.json"
+        if self.s.preset:
+            from .presets import table
+
+            write_json(self.root / "preset.json", {"preset": self.s.preset, "settings": table(self.s.preset)})
         for i, name in enumerate(self.s.methods, 1):
             self.log(f"== [{i}/{len(self.s.methods)}] {self.behaviour.name}: {name}")
             started = time.time()

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from ..errors import WeightsteerError
 from . import add_allow_modified_base, add_model, count, log, tolerance
+from .run import add_max_think
 
 
 def cmd_calibrate(args) -> None:
@@ -70,12 +71,12 @@ def _steering(args):
 
 def cmd_eval(args) -> None:
     from ..atomic import write_json
-    from ..evals import benchmark
+    from ..evals import benchmark, with_max_think
     from ..methods import UNSTEERED
     from ..models import load_model, model_label
     from ..results import base_stem, score_rows
 
-    bench = benchmark(args.benchmark)
+    bench = with_max_think(benchmark(args.benchmark), args.max_think)
     items = bench.load(args.data_dir, args.limit)  # bad data fails before the model loads
     method, coef, label = _steering(args)
     delta = getattr(method, "delta", None)
@@ -97,6 +98,10 @@ def cmd_eval(args) -> None:
     write_json(out / f"{bench.name}.{label}.summary.json",
                {"benchmark": bench.name, "label": label, "coef": coef, "summary": summary})
     print(f"{bench.name} [{label}]: {headline(bench, summary, label != 'base')}  ({out})")
+    if bench.name == "tinymfv":
+        from ..evals.tinymfv import foundation_table
+
+        print("\n".join(foundation_table(summary)))
 
 
 def headline(bench, summary: dict, with_shift: bool) -> str:
@@ -124,6 +129,7 @@ def register(sub) -> None:
     p.add_argument("--limit", type=count, default=None,
                    help="a seeded sample of N items, stratified by the benchmark's groups, for a quick look")
     p.add_argument("--data-dir", default=None, help="local copy of the benchmark's data")
+    add_max_think(p)
     p.add_argument("--batch-size", type=count, default=16)
     p.add_argument("--n-boot", type=count, default=256)
     p.add_argument("--out", default=None, help="folder for rows and summary (default: the run folder)")

@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 from ..errors import WeightsteerError
-from . import add_model, count, log, positive_number
+from . import add_model, count, log, non_negative_number, positive_number, whole
 
 DATA_DIR_FLAGS = {"tinymfv": "--tinymfv-dir", "airisk": "--airisk-dir"}
 N_RUN_CALIBRATION = 20  # calibration prompts for `run` (a sweep uses all of the behaviour's)
@@ -31,11 +31,31 @@ def add_direction_args(p, *, default_method="lora"):
     p.add_argument("--rank", type=count, default=8)
     p.add_argument("--lr", type=positive_number, default=None, help="default: per adapter type, see README")
     p.add_argument("--layers", default="0.25-0.75", help="span of depth to adapt (default 0.25-0.75)")
+    p.add_argument("--train-batch-size", type=count, default=4, help="rows per micro-batch (default 4)")
+    p.add_argument("--grad-accum", type=count, default=1, help="micro-batches per optimizer step (default 1)")
+    p.add_argument("--weight-decay", type=non_negative_number, default=0.0, help="AdamW weight decay (default 0)")
+    p.add_argument("--warmup-steps", type=whole, default=0, help="linear learning-rate warmup (default 0)")
+    p.add_argument("--lr-schedule", default="constant", choices=("constant", "linear"),
+                   help="after warmup: constant (default) or linear decay to 0")
+    p.add_argument("--max-length", type=count, default=256, help="training tokens per row (default 256)")
+    p.add_argument("--ia3-modules", default="",
+                   help="IA3 only: comma list of modules to adapt instead of the seven linear ones (the seed's: "
+                        "k_proj,v_proj,down_proj); down_proj is scaled on its input side")
+    p.add_argument("--ia3-layers", default="", help="IA3 only: span of depth instead of --layers, e.g. 0-1")
+    p.add_argument("--oft-block-size", type=whole, default=0,
+                   help="OFT's block size (default 0: the largest of 32/16/8/4/2 that divides every input width)")
     p.add_argument("--seed", type=int, default=0)
+
+
+def add_max_think(p):
+    p.add_argument("--max-think", type=whole, default=0,
+                   help="tiny-mfv only: think for up to N tokens before the JSON answer (guided rollout, "
+                        "as the seed's tables with 64); default 0, a single forward pass")
 
 
 def add_eval_args(p, *, evals_default: str, evals_help: str):
     p.add_argument("--evals", default=evals_default, help=evals_help)
+    add_max_think(p)
     p.add_argument("--limit", type=count, default=None,
                    help="a seeded sample of N items of each probe and benchmark, stratified by its groups "
                         "(tiny-mfv foundations, yes/no answers...), for a quick look")
@@ -48,29 +68,56 @@ def data_dirs_from(args) -> dict:
             if getattr(args, flag[2:].replace("-", "_"))}
 
 
-def settings_from(args):
+def parse_span(flag: str, text: str) -> tuple[float, float]:
     from ..adapters import middle_layers
+
+    try:
+        lo, hi = (float(x) for x in text.split("-"))
+    except ValueError:
+        raise WeightsteerError(f"{flag} must look like 0.25-0.75, got {text!r}") from None
+    middle_layers(4, (lo, hi))  # the span's own check, before any work
+    return lo, hi
+
+
+def ia3_overrides(args) -> dict:
+    """TrainConfig fields that --ia3-modules and --ia3-layers change for IA3 alone."""
+    overrides = {}
+    if args.ia3_modules:
+        overrides["modules"] = tuple(m.strip() for m in args.ia3_modules.split(",") if m.strip())
+    if args.ia3_layers:
+        overrides["layer_span"] = parse_span("--ia3-layers", args.ia3_layers)
+    return overrides
+
+
+def settings_from(args):
+    from dataclasses import replace
+
     from ..pipeline import DataSettings
     from ..train import TrainConfig
 
-    try:
-        lo, hi = (float(x) for x in args.layers.split("-"))
-    except ValueError:
-        raise WeightsteerError(f"--layers must look like 0.25-0.75, got {args.layers!r}") from None
-    middle_layers(4, (lo, hi))  # the span's own check, before any work
+    lo, hi = parse_span("--layers", args.layers)
     data = DataSettings(n_personas=args.n_personas, n_samples=args.n_samples, n_questions=args.n_questions,
                         max_new_tokens=args.max_new_tokens, seed=args.seed)
     train = TrainConfig(method=args.adapter, rank=args.rank, lr=args.lr, steps=args.steps,
-                        layer_span=(lo, hi), seed=args.seed)
+                        layer_span=(lo, hi), seed=args.seed, batch_size=args.train_batch_size,
+                        grad_accum=args.grad_accum, weight_decay=args.weight_decay,
+                        warmup_steps=args.warmup_steps, schedule=args.lr_schedule, max_length=args.max_length,
+                        oft_block=args.oft_block_size)
+    if args.adapter == "ia3":
+        train = replace(train, **ia3_overrides(args))
     return data, train
 
 
 def behaviour_from(args):
-    """The behaviour of --behavior, with --data in place of generation; checked before any work."""
+    """The behaviour of --behavior, with --data in place of generation and its probe thinking for
+    --max-think tokens where it can; checked before any work."""
     from ..behaviours import load_behaviour
     from ..contrast_data import read_contrast_data
+    from ..evals import with_max_think
 
     behaviour = load_behaviour(args.behavior)
+    if getattr(args, "max_think", 0) and behaviour.probe is not None:
+        behaviour = behaviour.with_probe(with_max_think(behaviour.probe, args.max_think))
     if args.data:
         behaviour = behaviour.with_data(args.data, args.data_split)
     if behaviour.data is not None:
@@ -82,10 +129,11 @@ def behaviour_from(args):
 
 def benchmarks_from(args, behaviour) -> list:
     """(benchmark, items) of the behaviour's probe and --evals, items loaded (and checked) up front."""
-    from ..evals import benchmark
+    from ..evals import benchmark, with_max_think
     from ..sweep import sweep_benchmarks
 
-    others = [benchmark(name.strip()) for name in args.evals.split(",") if name.strip()]
+    others = [with_max_think(benchmark(name.strip()), args.max_think) for name in args.evals.split(",")
+              if name.strip()]
     dirs = data_dirs_from(args)
     return [(b, b.load(dirs.get(b.name), args.limit)) for b in sweep_benchmarks(behaviour, others)]
 

@@ -12,10 +12,12 @@ from . import add_model, count, log, tolerance
 from .run import (
     add_direction_args,
     add_eval_args,
+    add_max_think,
     behaviour_from,
     benchmarks_from,
     check_tokenizer,
     data_dirs_from,
+    ia3_overrides,
     settings_from,
 )
 
@@ -40,8 +42,11 @@ def cmd_sweep(args) -> None:
     settings = SweepSettings(behaviour, methods, tuple(b for b, _ in benches), doses, args.tol, args.limit,
                              data_dirs_from(args), pos_only=pos_only,
                              n_calibration=args.n_calibration, data=data,
-                             train={"steps": train.steps, "rank": train.rank, "lr": train.lr,
-                                    "layer_span": train.layer_span})
+                             train={k: getattr(train, k) for k in ("steps", "rank", "lr", "layer_span", "batch_size",
+                                                                   "grad_accum", "weight_decay", "warmup_steps",
+                                                                   "schedule", "max_length", "oft_block")},
+                             activation_scale=args.activation_scale, preset=args.preset,
+                             method_train={"ia3": ia3_overrides(args)})
     started = time.time()
     model, tokenizer = load_model(args.model)
     check_tokenizer(tokenizer, benches)
@@ -71,12 +76,15 @@ def cmd_report(args) -> None:
 
 def cmd_headroom(args) -> None:
     from ..behaviours import load_behaviour
+    from ..evals import with_max_think
     from ..headroom import headroom_verdict
     from ..models import load_model
     from ..report import ci
     from ..results import References
 
     behaviours = [load_behaviour(spec.strip()) for spec in args.behavior.split(",")]
+    behaviours = [b.with_probe(with_max_think(b.probe, args.max_think)) if b.probe is not None else b
+                  for b in behaviours]
     dirs = data_dirs_from(args)
     items = {b.name: b.probe.load(dirs.get(b.probe.name), args.limit) for b in behaviours if b.probe is not None}
     model, tokenizer = load_model(args.model)
@@ -93,7 +101,11 @@ def cmd_headroom(args) -> None:
 
 
 def register(sub) -> None:
+    from ..adapters import METHODS as WEIGHT_METHODS
+    from ..baselines.activation import OWN_METHODS, REFERENCE_METHODS, SCALES
     from ..behaviours import builtin_names
+    from ..presets import PRESETS
+    from ..sweep import PROMPT_METHODS
 
     p = sub.add_parser("sweep", help="every method for a behaviour: build, calibrate to each KL dose, evaluate")
     add_model(p)
@@ -101,12 +113,21 @@ def register(sub) -> None:
     add_eval_args(p, evals_default="sycophancy",
                   evals_help="benchmarks scored beside the behaviour's probe: a comma list of tinymfv, airisk "
                              "or a built-in behaviour's probe (default sycophancy; '' for the probe alone)")
-    p.add_argument("--methods", default="all", help="comma list of methods, or all / weight / activation / prompting")
+    p.add_argument("--methods", default="all",
+                   help="comma list of methods, or all / weight / activation / prompting. Weight: "
+                        f"{', '.join(WEIGHT_METHODS)}. Activation, the reference's: {', '.join(REFERENCE_METHODS)}; "
+                        f"weightsteer's own: {', '.join(OWN_METHODS)}. Prompting: {', '.join(PROMPT_METHODS)}")
     p.add_argument("--target-kl", default="1", help="the dose: kl_p95 in nats, or a comma list of doses (default 1)")
     p.add_argument("--tol", type=tolerance, default=0.05, help="relative tolerance on kl_p95 (default 0.05)")
     p.add_argument("--pos-only", default="", help="benchmarks to score at +C only, e.g. tinymfv (halves their cost)")
     p.add_argument("--n-calibration", type=count, default=None, help="calibration prompts (default: all 40)")
-    p.set_defaults(func=cmd_sweep)
+    p.add_argument("--activation-scale", default="median_norm", choices=SCALES,
+                   help="activation vectors: unit (the reference: the same unit vector at every layer) or "
+                        "median_norm (times each layer's median residual norm; default)")
+    p.add_argument("--preset", default=None, choices=sorted(PRESETS),
+                   help="seed: the seed's configuration for Qwen3-0.6B (model, trad_care personas, layers, dose, "
+                        "tiny-mfv thinking, adapter training; docs/presets.md); options given explicitly win")
+    p.set_defaults(func=cmd_sweep, command_parser=p)
 
     p = sub.add_parser("headroom", help="how far each behaviour's probe moves under the POS vs NEG persona prompt")
     add_model(p)
@@ -115,6 +136,7 @@ def register(sub) -> None:
     p.add_argument("--out", default="out")
     p.add_argument("--limit", type=count, default=None, help="a seeded, stratified sample of N probe items")
     p.add_argument("--tinymfv-dir", default=None, help="local copy of tiny-mfv (default: the hub)")
+    add_max_think(p)
     p.set_defaults(func=cmd_headroom, airisk_dir=None)
 
     p = sub.add_parser("report", help="markdown tables and plots from saved sweep summaries")

@@ -40,6 +40,16 @@ def benchmark(name: str):
                            "give a behaviour file (.toml) to score its probe")
 
 
+def with_max_think(bench, max_think: int):
+    """`bench` scored with a guided thought of up to max_think tokens where it has such a mode (tiny-mfv
+    and tiny-mfv axis probes; `--max-think`), else `bench` itself."""
+    if max_think <= 0:
+        return bench
+    if bench is tinymfv:
+        return tinymfv.Guided(max_think)
+    return bench.thinking(max_think) if hasattr(bench, "thinking") else bench
+
+
 def benchmark_names() -> list[str]:
     from ..behaviours import builtin_names
 

@@ -142,11 +142,18 @@ def next_token_logprobs(model, tokenizer, prompts: Sequence[str], token_sets: Se
     return out
 
 
+def cut_at(text: str, stop: str, keep: bool) -> str:
+    """`text` up to the first `stop` (and including it when keep); all of it when stop does not occur."""
+    at = text.find(stop)
+    return text if at < 0 else text[:at + len(stop)] if keep else text[:at]
+
+
 @torch.inference_mode()
 def greedy_continuations(model, tokenizer, prompts: Sequence[str], *, max_new_tokens: int,
-                         stop: str | None = None, batch_size: int = 16, progress: bool = True,
-                         desc: str = "generating") -> list[str]:
-    """The greedy continuation of each prompt, cut before `stop` if it appears; special tokens removed."""
+                         stop: str | None = None, keep_stop: bool = False, batch_size: int = 16,
+                         progress: bool = True, desc: str = "generating") -> list[str]:
+    """The greedy continuation of each prompt, cut before `stop` if it appears (after it with keep_stop,
+    so a caller can tell a stopped continuation from one that ran out of tokens); special tokens removed."""
     eos = model.generation_config.eos_token_id
     config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False,
                               eos_token_id=eos if eos is not None else tokenizer.eos_token_id,
@@ -161,6 +168,6 @@ def greedy_continuations(model, tokenizer, prompts: Sequence[str], *, max_new_to
             generated = model.generate(**enc, generation_config=config, stopping_criteria=stopping)
             new_tokens = generated[:, enc.input_ids.shape[1]:]
             for i, text in zip(batch, tokenizer.batch_decode(new_tokens, skip_special_tokens=True), strict=True):
-                texts[i] = text.split(stop)[0] if stop else text
+                texts[i] = cut_at(text, stop, keep_stop) if stop else text
             bar.update(len(batch))
     return texts
