@@ -8,7 +8,7 @@ from pathlib import Path
 from ..errors import WeightsteerError
 from . import add_model, log
 
-DATA_DIR_FLAGS = {"tinymfv": "--tinymfv-dir", "airisk": "--airisk-dir"}
+DATA_DIR_FLAGS = {"tinymfv": "--tinymfv-dir", "airisk": "--airisk-dir", "mmlu": "--mmlu-dir"}
 N_RUN_CALIBRATION = 20  # calibration prompts for `run` (a sweep uses all of the behaviour's)
 
 
