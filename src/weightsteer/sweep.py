@@ -13,6 +13,7 @@ Files, under out/<model>/<behaviour>/:
   <method>/kl-<dose>/calibration.json                 both signs, with iterations and convergence
   <method>/kl-<dose>/eval/<bench>.{pos,neg}.rows.*    at the calibrated coefficients
   <method>/kl-<dose>/eval/<bench>.summary.json        summary vs base, headroom, SI, coefficients
+  <method>/kl-<dose>/eval/cost.json                   MMLU and coherence at both coefficients (cost.py)
   <prompt method>/eval/<bench>.*                      prompt baselines: no coefficient, no dose
   sweep.json                                          which methods finished, which failed and why
   timings.jsonl                                       seconds per stage
@@ -31,6 +32,7 @@ from .adapters import METHODS as WEIGHT_METHODS
 from .atomic import read_jsonl, write_json, write_jsonl
 from .baselines.activation import ACTIVATION_METHODS, fit_activation_method, load_activation_method
 from .behaviours import Behaviour
+from .cost import Cost, CostSettings, write_cost
 from .delta import model_fingerprint
 from .doses import calibrate_dose, dose_dir
 from .errors import WeightsteerError
@@ -60,6 +62,7 @@ class SweepSettings:
     n_calibration: int | None = None  # calibration prompts (default: all of the behaviour's)
     data: DataSettings = field(default_factory=DataSettings)
     train: dict = field(default_factory=dict)  # TrainConfig overrides (steps, rank, lr, layer_span)
+    cost: CostSettings | None = None  # MMLU + coherence per condition (the CLI's default); None: off
 
 
 def parse_methods(text: str) -> tuple[str, ...]:
@@ -94,6 +97,8 @@ class Sweep:
                                                                                          seconds))
         self.benches = sweep_benchmarks(self.behaviour, settings.benchmarks)
         self.items = {b.name: b.load(settings.data_dirs.get(b.name), settings.limit) for b in self.benches}
+        self.cost = None if settings.cost is None else Cost(model, tokenizer, self.refs, self.behaviour, self.root,
+                                                             settings.cost, log, on_timed=self.record_time)
 
     # ---- bookkeeping ---------------------------------------------------------------------------
     def record_time(self, method: str, stage: str, seconds: float) -> None:
@@ -158,6 +163,9 @@ class Sweep:
                 summary["si"] = si.surgical_informedness(rows["neg"], base, rows["pos"], metric="log_ratio",
                                                          mass="p_mass", n_boot=self.s.n_boot)
             write_json(folder / "eval" / f"{bench.name}.summary.json", summary)
+        if self.cost is not None:  # what this condition costs: MMLU and coherence, in eval/cost.json
+            write_cost(self.cost, folder, {"method": name, "kind": method_kind(name), "behaviour": self.behaviour.name,
+                                           "target_kl": target_kl}, method, source, cal, self.s.n_boot)
 
     def run_method(self, name: str) -> None:
         with self.timed(name, "build"):

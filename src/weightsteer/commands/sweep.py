@@ -20,6 +20,28 @@ from .run import (
 )
 
 
+def cost_settings_from(args):
+    """The MMLU + coherence settings of --mmlu-n / --mmlu-dir / --no-cost; the MMLU subset is read (and
+    checked) here, before any model loads."""
+    from ..cost import CostSettings, parse_mmlu_n
+    from ..evals import mmlu
+
+    if args.no_cost:
+        return None
+    settings = CostSettings(mmlu_n=parse_mmlu_n(args.mmlu_n), mmlu_dir=args.mmlu_dir)
+    mmlu.load(settings.mmlu_dir, settings.mmlu_n)
+    return settings
+
+
+def add_cost_args(p) -> None:
+    from ..evals.mmlu import DEFAULT_SUBSET
+
+    p.add_argument("--mmlu-n", default=str(DEFAULT_SUBSET),
+                   help=f"MMLU questions scored at every condition: a seeded sample stratified by subject "
+                        f"(default {DEFAULT_SUBSET} = 2 per subject), or 'all' for the 14,042")
+    p.add_argument("--no-cost", action="store_true", help="skip the MMLU and coherence measurements")
+
+
 def cmd_sweep(args) -> None:
     from ..doses import parse_doses
     from ..models import load_model
@@ -34,7 +56,7 @@ def cmd_sweep(args) -> None:
                              data_dirs_from(args), pos_only=tuple(b for b in args.pos_only.split(",") if b),
                              n_calibration=args.n_calibration, data=data,
                              train={"steps": train.steps, "rank": train.rank, "lr": train.lr,
-                                    "layer_span": train.layer_span})
+                                    "layer_span": train.layer_span}, cost=cost_settings_from(args))
     started = time.time()
     model, tokenizer = load_model(args.model)
     check_tokenizer(tokenizer, benches)
@@ -96,6 +118,7 @@ def register(sub) -> None:
     p.add_argument("--tol", type=float, default=0.05)
     p.add_argument("--pos-only", default="", help="benchmarks to score at +C only, e.g. tinymfv (halves their cost)")
     p.add_argument("--n-calibration", type=int, default=None, help="calibration prompts (default: all 40)")
+    add_cost_args(p)
     p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("headroom", help="how far each behaviour's probe moves under the POS vs NEG persona prompt")
@@ -105,7 +128,7 @@ def register(sub) -> None:
     p.add_argument("--out", default="out")
     p.add_argument("--limit", type=int, default=None, help="a seeded, stratified sample of N probe items")
     p.add_argument("--tinymfv-dir", default=None, help="local copy of tiny-mfv (default: the hub)")
-    p.set_defaults(func=cmd_headroom, airisk_dir=None)
+    p.set_defaults(func=cmd_headroom, airisk_dir=None, mmlu_dir=None)
 
     p = sub.add_parser("report", help="markdown tables and plots from saved sweep summaries")
     add_model(p)
