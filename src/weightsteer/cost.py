@@ -37,6 +37,7 @@ class CostSettings:
     mmlu_dir: str | None = None  # local copy of MMLU (default: the hub)
     n_coherence: int = N_COHERENCE
     max_new_tokens: int = coherence.MAX_NEW_TOKENS
+    with_mmlu: bool = True  # False: coherence only (`run` when MMLU's data cannot be read)
 
 
 def parse_mmlu_n(text: str) -> int | None:
@@ -69,13 +70,16 @@ class Cost:
         self.root = Path(root)  # out/<model>/<behaviour>
         self.on_timed = on_timed  # (method name, stage, seconds) of coherence work actually done; MMLU
         # scoring goes through refs, whose own callback times it as "eval mmlu"
-        self.items = mmlu.load(settings.mmlu_dir, settings.mmlu_n)
+        self.items = mmlu.load(settings.mmlu_dir, settings.mmlu_n) if settings.with_mmlu else None
         self.questions = spread(behaviour.calibration, settings.n_coherence)
-        mmlu.check(tokenizer)
+        if self.items is not None:
+            mmlu.check(tokenizer)
 
     # ---- rows ------------------------------------------------------------------------------------
-    def mmlu_rows(self, method, coef: float, stem: Path | None, inputs: dict | None = None) -> list[dict]:
-        """MMLU rows under method at coef (the unsteered rows for stem None)."""
+    def mmlu_rows(self, method, coef: float, stem: Path | None, inputs: dict | None = None) -> list[dict] | None:
+        """MMLU rows under method at coef (the unsteered rows for stem None); None without MMLU."""
+        if self.items is None:
+            return None
         if stem is None:
             return self.refs.base_rows(mmlu, self.items)
         return self.refs.scored(mmlu, self.items, method, coef, stem, inputs)
@@ -111,20 +115,20 @@ class Cost:
         base = self.base()
         rows = self.mmlu_rows(method, coef, stem.with_name(f"mmlu.{stem.name}"), inputs)  # timed by refs
         coherent = self.coherence_rows(method, coef, stem.with_name(f"coherence.{stem.name}.rows.jsonl"), inputs)
-        return {"mmlu": mmlu.summarise(rows, base_rows=base["mmlu"], n_boot=n_boot),
+        return {"mmlu": None if rows is None else mmlu.summarise(rows, base_rows=base["mmlu"], n_boot=n_boot),
                 "coherence": coherence.summarise(coherent, base_rows=base["coherence"], n_boot=n_boot)}
 
     def base_summary(self, n_boot: int = 256) -> dict:
         base = self.base()
-        return {"mmlu": mmlu.summarise(base["mmlu"], n_boot=n_boot),
+        return {"mmlu": None if base["mmlu"] is None else mmlu.summarise(base["mmlu"], n_boot=n_boot),
                 "coherence": coherence.summarise(base["coherence"], n_boot=n_boot)}
 
 
 def cost_numbers(measured: dict) -> dict:
     """The few numbers tables show: MMLU accuracy, its paired drop vs base, the normalised log P
     shift, and the coherence flag."""
-    m, c = measured["mmlu"], measured["coherence"]
-    return {"mmlu_acc": mmlu.stat(m), "mmlu_shift": mmlu.stat(m, shift=True) if "shift" in m else None,
+    m, c = measured["mmlu"] or {}, measured["coherence"]
+    return {"mmlu_acc": m.get("correct"), "mmlu_shift": mmlu.stat(m, shift=True) if "shift" in m else None,
             "mmlu_logp_shift": m["shift"]["logp_correct"] if "shift" in m else None,
             "coherence": {k: c[k] for k in ("n", "n_degenerate", "flagged")},
             "loglik_base": c["loglik_base"]}

@@ -71,7 +71,7 @@ def tradeoff_table(costs: dict[str, list[dict]], probe_by_method, probe_name: st
     cols = ["method", "dose", "side", "C", "kl_p95", shift_head, "MMLU acc [CI]", "Δacc vs base [CI]",
             "ΔlogP(correct) [CI]", "coherence"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols),
-             "| base | n/a | n/a | n/a | 0 | 0 | " + f"{_ci(base['mmlu']['correct'], '.3f')} | 0 | 0 | "
+             "| base | n/a | n/a | n/a | 0 | 0 | " + f"{_ci((base['mmlu'] or {}).get('correct'), '.3f')} | 0 | 0 | "
              f"{flag_cell(base['coherence'])} |"]
     for p in points(costs, probe_by_method):
         lines.append("| " + " | ".join([
@@ -80,7 +80,7 @@ def tradeoff_table(costs: dict[str, list[dict]], probe_by_method, probe_name: st
             "n/a" if p["kl"] is None else f"{p['kl']:.2f}", _ci(p["shift"], "+.2f"), _ci(p["acc"], ".3f"),
             _ci(p["acc_shift"], "+.3f"), _ci(p["logp_shift"], "+.3f"), flag_cell(p["coherence"])]) + " |")
     thresholds = base["coherence"]["thresholds"]
-    n_mmlu = base["mmlu"]["correct"]["n"]
+    n_mmlu = base["mmlu"]["correct"]["n"] if base["mmlu"] else 0
     lines += ["", f"MMLU: {n_mmlu} questions (seeded, stratified by subject), zero-shot, paired with the unsteered "
               f"model; chance is 0.25 accuracy and ΔlogP is the change of log P(correct letter) renormalised over "
               f"the four letters. Coherence: degenerate greedy continuations of {base['coherence']['n']} prompts "

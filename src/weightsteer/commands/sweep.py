@@ -10,36 +10,16 @@ from pathlib import Path
 from ..errors import WeightsteerError
 from . import add_model, log
 from .run import (
+    add_cost_args,
     add_direction_args,
     add_eval_args,
     behaviour_from,
     benchmarks_from,
     check_tokenizer,
+    cost_settings_from,
     data_dirs_from,
     settings_from,
 )
-
-
-def cost_settings_from(args):
-    """The MMLU + coherence settings of --mmlu-n / --mmlu-dir / --no-cost; the MMLU subset is read (and
-    checked) here, before any model loads."""
-    from ..cost import CostSettings, parse_mmlu_n
-    from ..evals import mmlu
-
-    if args.no_cost:
-        return None
-    settings = CostSettings(mmlu_n=parse_mmlu_n(args.mmlu_n), mmlu_dir=args.mmlu_dir)
-    mmlu.load(settings.mmlu_dir, settings.mmlu_n)
-    return settings
-
-
-def add_cost_args(p) -> None:
-    from ..evals.mmlu import DEFAULT_SUBSET
-
-    p.add_argument("--mmlu-n", default=str(DEFAULT_SUBSET),
-                   help=f"MMLU questions scored at every condition: a seeded sample stratified by subject "
-                        f"(default {DEFAULT_SUBSET} = 2 per subject), or 'all' for the 14,042")
-    p.add_argument("--no-cost", action="store_true", help="skip the MMLU and coherence measurements")
 
 
 def cmd_sweep(args) -> None:
