@@ -65,20 +65,29 @@ def periodic_tail(tokens: list[int], max_period: int = MAX_PERIOD) -> tuple[int,
     return best
 
 
+def loop_verdict(period: int, length: int, ended: bool) -> bool:
+    """Whether a periodic tail counts as the text ending in a loop (see the module docstring)."""
+    return not ended and period > 0 and length >= LOOP_MIN_TOKENS and length >= 3 * period
+
+
 def ends_in_loop(tokens: list[int], ended: bool) -> bool:
-    period, length = periodic_tail(tokens)
-    return (not ended and period > 0 and length >= LOOP_MIN_TOKENS and length >= 3 * period)
+    return loop_verdict(*periodic_tail(tokens), ended)
+
+
+def judge(row: dict) -> dict:
+    """`ends_in_loop` and `degenerate` of a row of raw signals, by the current thresholds (so a
+    threshold change re-judges kept rows without generating again)."""
+    loop = loop_verdict(row["loop_period"], row["loop_tokens"], row["ended"])
+    bad = loop or row["repeated_ngram_rate"] >= MAX_REPEAT_RATE or row["loglik_base"] < MIN_LOGLIK
+    return {**row, "ends_in_loop": float(loop), "degenerate": float(bad)}
 
 
 def signals(tokens: list[int], ended: bool, loglik: float) -> dict:
     """Every signal of one continuation and whether it counts as degenerate."""
     period, length = periodic_tail(tokens)
-    row = {"n_tokens": len(tokens), "ended": ended, "repeated_ngram_rate": repeated_ngram_rate(tokens),
-           "distinct_ratio": distinct_ratio(tokens), "loop_period": period, "loop_tokens": length,
-           "ends_in_loop": float(ends_in_loop(tokens, ended)), "loglik_base": loglik}
-    row["degenerate"] = float(bool(row["ends_in_loop"]) or row["repeated_ngram_rate"] >= MAX_REPEAT_RATE
-                              or loglik < MIN_LOGLIK)
-    return row
+    return judge({"n_tokens": len(tokens), "ended": ended, "repeated_ngram_rate": repeated_ngram_rate(tokens),
+                  "distinct_ratio": distinct_ratio(tokens), "loop_period": period, "loop_tokens": length,
+                  "loglik_base": loglik})
 
 
 # ---- generating and scoring --------------------------------------------------------------------
@@ -145,13 +154,14 @@ def score(model, tokenizer, questions: list[str], method, coef: float, *,
 def summarise(rows: list[dict], base_rows: list[dict] | None = None, n_boot: int = 256, seed: int = 0) -> dict:
     """Mean of each signal with a bootstrap interval, the degenerate count and the flag; with
     base_rows also the unsteered model's degenerate count, for comparison."""
+    rows = [judge(r) for r in rows]
     summary = {key: mean_ci([r[key] for r in rows], n_boot=n_boot, seed=seed) for key in SUMMARY_KEYS}
     n_bad = int(sum(r["degenerate"] for r in rows))
     summary.update(n=len(rows), n_degenerate=n_bad, flagged=bool(rows) and n_bad >= FLAG_SHARE * len(rows),
                    thresholds={"max_repeat_rate": MAX_REPEAT_RATE, "min_loglik": MIN_LOGLIK,
                                "loop_min_tokens": LOOP_MIN_TOKENS, "flag_share": FLAG_SHARE})
     if base_rows is not None:
-        summary["base_n_degenerate"] = int(sum(r["degenerate"] for r in base_rows))
+        summary["base_n_degenerate"] = int(sum(judge(r)["degenerate"] for r in base_rows))
     return summary
 
 

@@ -87,9 +87,8 @@ class Cost:
     def coherence_rows(self, method, coef: float, path: Path, inputs: dict | None = None) -> list[dict]:
         key = {**(inputs or {}), "model": model_fingerprint(self.model), "coef": coef, "questions": self.questions,
                "system": method.system, "user_prefix": method.user_prefix, "max_new_tokens": self.s.max_new_tokens,
-               "signals": {"ngram": coherence.NGRAM, "max_period": coherence.MAX_PERIOD,
-                           "loop_min_tokens": coherence.LOOP_MIN_TOKENS, "max_repeat_rate": coherence.MAX_REPEAT_RATE,
-                           "min_loglik": coherence.MIN_LOGLIK}}
+               # what the kept signals depend on; thresholds are applied when summarising (coherence.judge)
+               "signals": {"ngram": coherence.NGRAM, "max_period": coherence.MAX_PERIOD}}
         if is_fresh(path, key):
             return read_jsonl(path)
         started = time.time()
