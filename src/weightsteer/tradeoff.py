@@ -91,7 +91,9 @@ def tradeoff_table(costs: dict[str, list[dict]], probe_by_method, probe_name: st
 
 
 def _lines(ax, pts: list[dict], x_of, x_err) -> None:
-    """One line per (method, sign) through its doses from (0, 0); prompt baselines as single points."""
+    """One line per (method, sign) through its doses from (0, 0), a colour per method (solid +C, dashed
+    -C); prompt baselines as single squares."""
+    methods = list(dict.fromkeys(p["method"] for p in pts))
     for (method, side) in dict.fromkeys((p["method"], p["side"]) for p in pts):
         mine = [p for p in pts if p["method"] == method and p["side"] == side and p["shift"] and x_of(p) is not None]
         if not mine:
@@ -105,7 +107,7 @@ def _lines(ax, pts: list[dict], x_of, x_err) -> None:
         xerr = x_err(mine, dosed)
         label = f"{method} ({SIGN[side]})" if dosed else method
         ax.errorbar(xs, ys, yerr=yerr, xerr=xerr, marker="o" if dosed else "s", ms=4, capsize=2, lw=1,
-                    ls="-" if side == "pos" else "--", label=label)
+                    ls="-" if side == "pos" else "--", label=label, color=f"C{methods.index(method) % 10}")
         for p, x, y in zip(mine, xs[dosed:], ys[dosed:], strict=True):
             if p["coherence"]["flagged"]:
                 ax.annotate("⚠", (x, y), fontsize=9, color="red")
