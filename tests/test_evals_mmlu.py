@@ -137,3 +137,17 @@ def test_summary_accuracy_logp_per_subject_and_paired_shift():
     assert summary["subjects"]["b"]["shift"]["correct"]["mean"] == pytest.approx(-0.5)
     lo, hi = summary["shift"]["logp_correct"]["lo"], summary["shift"]["logp_correct"]["hi"]
     assert -1.0 <= lo <= hi <= 0.0
+
+
+def test_eval_command_scores_mmlu(tiny_llama, tmp_path, capsys):
+    from weightsteer.cli import main
+
+    model, tokenizer = tiny_llama
+    model.save_pretrained(tmp_path / "tiny")
+    tokenizer.save_pretrained(tmp_path / "tiny")
+    assert main(["eval", "mmlu", "--model", str(tmp_path / "tiny"), "--data-dir", str(MMLU_DIR), "--limit", "3",
+                 "--prompt", "You are a careful expert.", "--out-root", str(tmp_path / "out"),
+                 "--out", str(tmp_path / "eval")]) == 0
+    assert "mmlu [prompt]: correct" in capsys.readouterr().out
+    summary = json.loads((tmp_path / "eval" / "mmlu.prompt.summary.json").read_text())["summary"]
+    assert summary["correct"]["n"] == 3 and "shift" in summary and len(summary["subjects"]) == 3
