@@ -9,7 +9,7 @@ import sys
 import time
 
 import pytest
-from conftest import TINY_MFV_DIR
+from conftest import SHARED_DATA, TINY_MFV_DIR
 from safetensors.torch import load_file
 
 from weightsteer.errors import WeightsteerError
@@ -21,7 +21,8 @@ def sweep_command(model_dir, out):
     return [sys.executable, "-m", "weightsteer.cli", "sweep", "--model", str(model_dir), "--behavior", "trad_care",
             "--methods", "lora,mean_diff,prompt_only", "--n-samples", "4", "--n-questions", "4",
             "--max-new-tokens", "8", "--steps", "2", "--limit", "4", "--evals", "sycophancy,tinymfv",
-            "--tinymfv-dir", str(TINY_MFV_DIR), "--out", str(out), "--target-kl", "0.005", "--n-calibration", "4"]
+            "--tinymfv-dir", str(TINY_MFV_DIR), "--out", str(out), "--target-kl", "0.005", "--n-calibration", "4",
+            "--mmlu-dir", str(SHARED_DATA / "mmlu"), "--mmlu-n", "4"]
 
 
 def tables(out, tmp_path, name):

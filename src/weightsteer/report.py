@@ -16,6 +16,7 @@ from .atomic import read_json, write_text
 from .calibrate import load_calibration
 from .errors import WeightsteerError
 from .plots import plot_all
+from .tradeoff import tradeoff_section
 
 FOUNDATIONS = (("Care", "Care"), ("Sanc", "Sanctity"), ("Auth", "Authority"), ("Loy", "Loyalty"),
                ("Fair", "Fairness"), ("Lib", "Liberty"), ("SocN", "Social Norms"))
@@ -229,6 +230,7 @@ def build_report(out_root: Path, model_label: str, behaviour: str, report_dir: P
         lines += tinymfv_table(by_method) if bench == "tinymfv" else headline_table(by_method, with_si)
         lines.append("")
     methods = list(dict.fromkeys(m for by_method in summaries.values() for m in by_method))
+    lines += tradeoff_section(root, summaries, methods, behaviour, Path(report_dir))
     lines += ["## Calibration (iso-KL)", "", *calibration_table(root, methods), "",
               "✗ marks a coefficient whose search did not reach the tolerance; its row is the best point found.", ""]
     timing = timing_table(root)

@@ -13,6 +13,7 @@ Files, under out/<model>/<behaviour>/:
   <method>/kl-<dose>/calibration.json                 both signs, with iterations and convergence
   <method>/kl-<dose>/eval/<bench>.{pos,neg}.rows.*    at the calibrated coefficients
   <method>/kl-<dose>/eval/<bench>.summary.json        summary vs base, headroom, SI, coefficients
+  <method>/kl-<dose>/eval/cost.json                   MMLU and coherence at both coefficients (cost.py)
   <prompt method>/eval/<bench>.*                      prompt baselines: no coefficient, no dose
   sweep.json                                          which methods finished, which failed and why
   timings.jsonl                                       seconds per stage
@@ -37,6 +38,7 @@ from .baselines.activation import (
     save_activation_method,
 )
 from .behaviours import Behaviour
+from .cost import Cost, CostSettings, write_cost
 from .delta import model_fingerprint
 from .doses import calibrate_dose, dose_dir
 from .errors import WeightsteerError
@@ -72,6 +74,7 @@ class SweepSettings:
     method_train: dict = field(default_factory=dict)  # method -> TrainConfig overrides for it alone (--ia3-*)
     activation_scale: str = "median_norm"  # "unit" is the reference's (baselines/activation.py)
     preset: str | None = None  # a presets.py name: its settings-vs-seed table is written as preset.json
+    cost: CostSettings | None = None  # MMLU + coherence per condition (the CLI's default); None: off
 
 
 def parse_methods(text: str) -> tuple[str, ...]:
@@ -106,6 +109,8 @@ class Sweep:
                                                                                          seconds))
         self.benches = sweep_benchmarks(self.behaviour, settings.benchmarks)
         self.items = {b.name: b.load(settings.data_dirs.get(b.name), settings.limit) for b in self.benches}
+        self.cost = None if settings.cost is None else Cost(model, tokenizer, self.refs, self.behaviour, self.root,
+                                                             settings.cost, log, on_timed=self.record_time)
 
     # ---- bookkeeping ---------------------------------------------------------------------------
     def record_time(self, method: str, stage: str, seconds: float) -> None:
@@ -175,6 +180,9 @@ class Sweep:
                 summary["si"] = si.surgical_informedness(rows["neg"], base, rows["pos"], metric="log_ratio",
                                                          mass="p_mass", n_boot=self.s.n_boot)
             write_json(folder / "eval" / f"{bench.name}.summary.json", summary)
+        if self.cost is not None:  # what this condition costs: MMLU and coherence, in eval/cost.json
+            write_cost(self.cost, folder, {"method": name, "kind": method_kind(name), "behaviour": self.behaviour.name,
+                                           "target_kl": target_kl}, method, source, cal, self.s.n_boot)
 
     def run_method(self, name: str) -> None:
         with self.timed(name, "build"):

@@ -118,7 +118,7 @@ def headline(bench, summary: dict, with_shift: bool) -> str:
 
 def register(sub) -> None:
     p = sub.add_parser("eval", help="score a model (optionally steered or prompted) on a benchmark or a probe")
-    p.add_argument("benchmark", help="tinymfv, airisk, a built-in behaviour's probe (e.g. sycophancy) or a "
+    p.add_argument("benchmark", help="tinymfv, airisk, mmlu, a built-in behaviour's probe (e.g. sycophancy) or a "
                                      "behaviour file's probe (path to the .toml)")
     p.add_argument("--model", default=None, help="default: the direction's base model, else smollm2-135m")
     p.add_argument("--delta", help="a steering direction (delta.safetensors)")

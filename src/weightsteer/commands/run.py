@@ -8,7 +8,7 @@ from pathlib import Path
 from ..errors import WeightsteerError
 from . import add_model, count, log, non_negative_number, positive_number, whole
 
-DATA_DIR_FLAGS = {"tinymfv": "--tinymfv-dir", "airisk": "--airisk-dir"}
+DATA_DIR_FLAGS = {"tinymfv": "--tinymfv-dir", "airisk": "--airisk-dir", "mmlu": "--mmlu-dir"}
 N_RUN_CALIBRATION = 20  # calibration prompts for `run` (a sweep uses all of the behaviour's)
 
 
@@ -138,6 +138,35 @@ def benchmarks_from(args, behaviour) -> list:
     return [(b, b.load(dirs.get(b.name), args.limit)) for b in sweep_benchmarks(behaviour, others)]
 
 
+def cost_settings_from(args, *, need_mmlu: bool = True):
+    """The MMLU + coherence settings of --mmlu-n / --mmlu-dir / --no-cost; the MMLU subset is read (and
+    checked) here, before any model loads. Without need_mmlu (`run`), MMLU data the hub cannot give and
+    no --mmlu-dir leave coherence alone, with a note saying how to add MMLU."""
+    from ..cost import CostSettings, parse_mmlu_n
+    from ..evals import mmlu
+
+    if args.no_cost:
+        return None
+    settings = CostSettings(mmlu_n=parse_mmlu_n(args.mmlu_n), mmlu_dir=args.mmlu_dir)
+    try:
+        mmlu.load(settings.mmlu_dir, settings.mmlu_n)
+    except WeightsteerError as err:
+        if need_mmlu or args.mmlu_dir:
+            raise
+        log(f"[cost] MMLU not measured: {err}")
+        return CostSettings(with_mmlu=False)
+    return settings
+
+
+def add_cost_args(p) -> None:
+    from ..evals.mmlu import DEFAULT_SUBSET
+
+    p.add_argument("--mmlu-n", default=str(DEFAULT_SUBSET),
+                   help=f"MMLU questions scored at every condition: a seeded sample stratified by subject "
+                        f"(default {DEFAULT_SUBSET} = 2 per subject), or 'all' for the 14,042")
+    p.add_argument("--no-cost", action="store_true", help="skip the MMLU and coherence measurements")
+
+
 def check_tokenizer(tokenizer, benches) -> None:
     for bench, _ in benches:
         if hasattr(bench, "check"):
@@ -154,19 +183,21 @@ def cmd_run(args) -> None:
     doses = parse_doses(args.target_kl) if args.target_kl is not None else ()
     behaviour = behaviour_from(args)
     benches = benchmarks_from(args, behaviour)
+    cost_settings = cost_settings_from(args, need_mmlu=False)
     started = time.time()
     model, tokenizer = load_model(args.model)
     check_tokenizer(tokenizer, benches)
     with folder_lock(behaviour_dir(Path(args.out), model, behaviour)):
-        run_locked(args, model, tokenizer, behaviour, benches, data, train, doses)
-    log(f"done in {time.time() - started:.0f} s")
+        run = run_locked(args, model, tokenizer, behaviour, benches, data, train, doses, cost_settings)
+    log(f"done in {time.time() - started:.0f} s; run folder {run}")
 
 
-def run_locked(args, model, tokenizer, behaviour, benches, data, train, doses) -> None:
-    """`run` once it holds the behaviour folder's lock."""
+def run_locked(args, model, tokenizer, behaviour, benches, data, train, doses, cost_settings) -> Path:
+    """`run` once it holds the behaviour folder's lock; returns the run folder."""
+    from ..cost import Cost
     from ..doses import calibrate_dose
     from ..methods import WeightSteering
-    from ..pipeline import build_direction
+    from ..pipeline import behaviour_dir, build_direction
     from ..results import References
     from ..showcase import showcase
     from ..stages import file_hash
@@ -182,8 +213,11 @@ def run_locked(args, model, tokenizer, behaviour, benches, data, train, doses) -
         points = sorted([(c[side].coef, c[side].kl) for c in cals for side in ("pos", "neg")] + [(0.0, 0.0)])
         alphas, kls = tuple(a for a, _ in points), tuple(k for _, k in points)
     refs = References(model, tokenizer, args.out, behaviour, log=log)
-    showcase(model, tokenizer, delta, behaviour, refs, run, source, benches=benches, alphas=alphas, kls=kls, log=print)
-    log(f"run folder {run}")
+    cost = None if cost_settings is None else Cost(model, tokenizer, refs, behaviour,
+                                                   behaviour_dir(Path(args.out), model, behaviour), cost_settings, log)
+    showcase(model, tokenizer, delta, behaviour, refs, run, source, benches=benches, alphas=alphas, kls=kls,
+             cost=cost, log=print)
+    return run
 
 
 def cmd_smoke(args) -> None:
@@ -221,6 +255,7 @@ def register(sub) -> None:
     p.add_argument("--target-kl", default=None,
                    help="also calibrate alpha to this kl_p95 in nats (or to each of a comma list of doses) "
                         "and show the calibrated alphas")
+    add_cost_args(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("smoke", help="the run pipeline on a tiny random model (about a minute)")

@@ -10,12 +10,14 @@ from pathlib import Path
 from ..errors import WeightsteerError
 from . import add_model, count, log, tolerance
 from .run import (
+    add_cost_args,
     add_direction_args,
     add_eval_args,
     add_max_think,
     behaviour_from,
     benchmarks_from,
     check_tokenizer,
+    cost_settings_from,
     data_dirs_from,
     ia3_overrides,
     settings_from,
@@ -46,7 +48,7 @@ def cmd_sweep(args) -> None:
                                                                    "grad_accum", "weight_decay", "warmup_steps",
                                                                    "schedule", "max_length", "oft_block")},
                              activation_scale=args.activation_scale, preset=args.preset,
-                             method_train={"ia3": ia3_overrides(args)})
+                             method_train={"ia3": ia3_overrides(args)}, cost=cost_settings_from(args))
     started = time.time()
     model, tokenizer = load_model(args.model)
     check_tokenizer(tokenizer, benches)
@@ -127,6 +129,7 @@ def register(sub) -> None:
     p.add_argument("--preset", default=None, choices=sorted(PRESETS),
                    help="seed: the seed's configuration for Qwen3-0.6B (model, trad_care personas, layers, dose, "
                         "tiny-mfv thinking, adapter training; docs/presets.md); options given explicitly win")
+    add_cost_args(p)
     p.set_defaults(func=cmd_sweep, command_parser=p)
 
     p = sub.add_parser("headroom", help="how far each behaviour's probe moves under the POS vs NEG persona prompt")
@@ -137,7 +140,7 @@ def register(sub) -> None:
     p.add_argument("--limit", type=count, default=None, help="a seeded, stratified sample of N probe items")
     p.add_argument("--tinymfv-dir", default=None, help="local copy of tiny-mfv (default: the hub)")
     add_max_think(p)
-    p.set_defaults(func=cmd_headroom, airisk_dir=None)
+    p.set_defaults(func=cmd_headroom, airisk_dir=None, mmlu_dir=None)
 
     p = sub.add_parser("report", help="markdown tables and plots from saved sweep summaries")
     add_model(p)

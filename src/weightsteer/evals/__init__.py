@@ -12,14 +12,14 @@ A benchmark is any object with:
 - HEADLINE_KEY, and stat(summary, *, shift=False) -> {"mean", "lo", "hi"}: the number report tables
   show (tinymfv mean logit(wrongness); airisk truthfulness log-ratio), or its paired shift vs base.
 
-The modules tinymfv and airisk are benchmarks; so is every behaviour's probe (probes/), and the
+The modules tinymfv, airisk and mmlu (capability: what steering costs) are benchmarks; so is every behaviour's probe (probes/), and the
 probes of the built-in behaviours can be asked for by the behaviour's name (`--evals sycophancy`).
 si.py (surgical informedness) and stats.py (bootstrap) work on the rows of any of them.
 """
 
-from . import airisk, tinymfv
+from . import airisk, mmlu, tinymfv
 
-BENCHMARKS = {module.name: module for module in (tinymfv, airisk)}
+BENCHMARKS = {module.name: module for module in (tinymfv, airisk, mmlu)}
 
 
 def benchmark(name: str):
