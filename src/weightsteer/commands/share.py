@@ -43,9 +43,9 @@ def cmd_export(args) -> None:
     alpha = check_alpha(args.alpha)
     out = Path(args.out)
     if args.format == "merged" and (args.rank is not None or args.max_error is not None):
-        raise WeightsteerError("--rank and --max-error apply to --format lora only")
+        raise WeightsteerError("--rank and --max-error apply to --format lora and gguf only")
     check_rank_args(args.rank, args.max_error)
-    check_new_output(out, "adapter_config.json" if args.format == "lora" else "config.json")
+    check_new_output(out, {"lora": "adapter_config.json", "merged": "config.json", "gguf": None}[args.format])
     delta = WeightDelta.load(args.delta)
     if args.format == "merged":
         calibration = read_calibration(args.delta)
@@ -55,9 +55,12 @@ def cmd_export(args) -> None:
         log(f"[export] {out}: {name} with {alpha:g} * dW merged in"
             + ("" if calibration else " (no calibration.json beside the direction)"))
         return
+    if args.format == "gguf":
+        export_gguf(args, delta, alpha, out)
+        return
     check_lora_export(delta, args.rank, args.max_error)
     model = tokenizer = None
-    if args.model or not delta.is_factored():  # the KL check needs the model
+    if args.model or not delta.is_factored() or knows_model(delta):  # the KL check needs the model
         model, tokenizer = load_model(model_name(args, delta))
     report = export_lora(delta, alpha, out, rank=args.rank, max_error=args.max_error, model=model,
                          tokenizer=tokenizer, base_model=args.model, source=str(args.delta))
@@ -65,6 +68,35 @@ def cmd_export(args) -> None:
     kl = report["kl"]
     kl_text = f"; steered next-token KL exact vs exported mean {kl['mean']:.3g}, max {kl['max']:.3g}" if kl else ""
     log(f"[export] {out}: LoRA rank {report['rank']}, {kind}{kl_text}; details in {out / 'export_report.json'}")
+
+
+def knows_model(delta) -> bool:
+    """True when the direction names an embedded model, which can be loaded without --model."""
+    from ..models import EMBEDDED
+
+    return delta.meta.get("base_model") in EMBEDDED
+
+
+def export_gguf(args, delta, alpha: float, out: Path) -> None:
+    """A llama.cpp LoRA adapter GGUF, with the KL check on the base model it is for."""
+    from ..export import check_lora_export, read_calibration
+    from ..gguf_arch import gguf_arch
+    from ..gguf_export import export_lora_gguf
+    from ..models import load_model
+
+    check_lora_export(delta, args.rank, args.max_error)
+    name = model_name(args, delta)
+    model, tokenizer = load_model(name)
+    gguf_arch(model.config)  # an unsupported architecture is refused before any work
+    delta.check_fits(model)
+    calibration = read_calibration(args.delta)
+    report = export_lora_gguf(delta, alpha, out, config=model.config, rank=args.rank, max_error=args.max_error,
+                              model=model, tokenizer=tokenizer, calibration=calibration, source=str(args.delta))
+    kind = "exact" if report["exact"] else f"max relative Frobenius error {report['max_rel_error']:.3g}"
+    kl = report["kl"]
+    log(f"[export] {out}: llama.cpp LoRA adapter ({report['architecture']}, rank {report['rank']}, {kind}; "
+        f"steered next-token KL exact vs exported mean {kl['mean']:.3g}, max {kl['max']:.3g})"
+        + ("" if calibration else "; no calibration.json beside the direction"))
 
 
 # ---- compose ----------------------------------------------------------------------------------
@@ -163,11 +195,12 @@ def cmd_chat(args) -> None:
 def register(sub) -> None:
     model_help = "HF id or local folder of the base model (default: the embedded model the direction names)"
 
-    p = sub.add_parser("export", help="write alpha * dW as a PEFT LoRA adapter or a merged HF checkpoint")
+    p = sub.add_parser("export", help="write alpha * dW as a PEFT LoRA adapter, a llama.cpp LoRA GGUF "
+                                      "or a merged HF checkpoint")
     p.add_argument("--delta", required=True, help="a weightsteer direction (delta.safetensors)")
     p.add_argument("--alpha", type=float, required=True)
-    p.add_argument("--format", choices=("lora", "merged"), default="lora")
-    p.add_argument("--out", required=True, help="folder to write")
+    p.add_argument("--format", choices=("lora", "gguf", "merged"), default="lora")
+    p.add_argument("--out", required=True, help="folder to write (a .gguf file for --format gguf)")
     p.add_argument("--model", default=None, help=model_help + "; needed for merged, and for the KL check")
     p.add_argument("--rank", type=int, default=None, help="LoRA rank for full-rank (or to cap factored) parts")
     p.add_argument("--max-error", type=float, default=None,
