@@ -99,6 +99,23 @@ def export_gguf(args, delta, alpha: float, out: Path) -> None:
         + ("" if calibration else "; no calibration.json beside the direction"))
 
 
+# ---- export-base ------------------------------------------------------------------------------
+
+def cmd_export_base(args) -> None:
+    from ..gguf_base import export_base_gguf
+    from ..models import resolve_model_path
+
+    out = Path(args.out)
+    check_new_output(out, None)
+    folder = resolve_model_path(args.model)
+    if not Path(folder).is_dir():
+        raise WeightsteerError(f"'{args.model}' is not a local folder: download it (hf download {args.model} "
+                               "--local-dir DIR) and pass --model DIR")
+    summary = export_base_gguf(folder, out, args.outtype, log=log)
+    log(f"[export-base] {out}: {args.model} as a llama.cpp {summary['architecture']} GGUF, {summary['outtype']}, "
+        f"{summary['tensors']} tensors, pre-tokenizer '{summary['pre_tokenizer']}'")
+
+
 # ---- compose ----------------------------------------------------------------------------------
 
 def parse_term(term: str) -> tuple[Path, float]:
@@ -193,6 +210,8 @@ def cmd_chat(args) -> None:
 # ---- registration -----------------------------------------------------------------------------
 
 def register(sub) -> None:
+    from ..models import DEFAULT_MODEL
+
     model_help = "HF id or local folder of the base model (default: the embedded model the direction names)"
 
     p = sub.add_parser("export", help="write alpha * dW as a PEFT LoRA adapter, a llama.cpp LoRA GGUF "
@@ -206,6 +225,16 @@ def register(sub) -> None:
     p.add_argument("--max-error", type=float, default=None,
                    help="instead of --rank: smallest rank whose relative Frobenius error is at most this")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("export-base", help="write a base model (default: the embedded one's dense weights) "
+                                           "as a llama.cpp GGUF, to serve exported GGUF adapters on")
+    p.add_argument("--model", default=DEFAULT_MODEL, help=f"a local Llama or Qwen3 folder, or {DEFAULT_MODEL} "
+                   "(default): its dense cache, the weights its directions were made on")
+    p.add_argument("--format", choices=("gguf",), default="gguf")
+    p.add_argument("--outtype", choices=("f32", "f16"), default="f16",
+                   help="f32 reproduces the weights exactly; f16 (default) is half the size")
+    p.add_argument("--out", required=True, help="the .gguf file to write")
+    p.set_defaults(func=cmd_export_base)
 
     p = sub.add_parser("compose", help="a linear combination of directions: A.safetensors:1 B.safetensors:-0.5")
     p.add_argument("terms", nargs="+", metavar="PATH[:COEF]")
