@@ -93,6 +93,11 @@ def compare(args) -> int:
           f"{same_ids}/{len(prompts)} prompts")
     results = [summary("base, unsteered", unsteered, base_lp, None)]
     del llm
+    informational = []
+    for other in args.base_also:  # other base files (f16, the original Q4_1): how close, not pass/fail
+        got, llm = llama_logprobs(other, prompts, None, 1.0, args.threads)
+        del llm
+        informational.append(summary(f"{other.split('/')[-1]}, unsteered", unsteered, got, None))
 
     for check in args.check:  # ADAPTER:SCALE:ALPHA  (the adapter at run-time SCALE should be ALPHA * dW)
         adapter, scale, alpha = check.rsplit(":", 2)
@@ -103,20 +108,22 @@ def compare(args) -> int:
         results.append(summary(f"{adapter.split('/')[-1]} at scale {scale:+g} = alpha {alpha:+g}",
                                expected, got, unsteered))
 
-    print(f"\n{'setting':<48} {'KL mean':>9} {'KL max':>9} {'top-1':>7} {'effect':>8} {'ratio':>8}")
+    print(f"\n{'setting':<52} {'KL mean':>9} {'KL max':>9} {'top-1':>7} {'effect':>8} {'ratio':>8}")
     for r in results:
         effect = f"{r['effect']:.3f}" if r["effect"] is not None else "-"
         ratio = f"{r['effect'] / r['kl_mean']:.0f}x" if r["effect"] is not None and r["kl_mean"] > 0 else "-"
-        print(f"{r['name']:<48} {r['kl_mean']:9.2e} {r['kl_max']:9.2e} {r['top1']:>7} {effect:>8} {ratio:>8}")
+        print(f"{r['name']:<52} {r['kl_mean']:9.2e} {r['kl_max']:9.2e} {r['top1']:>7} {effect:>8} {ratio:>8}")
         if r["kl_mean"] > args.max_kl:
             print(f"FAIL {r['name']}: KL mean {r['kl_mean']:.2e} > {args.max_kl:g}")
             failed = True
         if r["effect"] is not None and r["kl_mean"] * 100 > r["effect"]:
             print(f"FAIL {r['name']}: KL mean is not 100x below the steering effect {r['effect']:.3g}")
             failed = True
+    for r in informational:
+        print(f"{r['name']:<52} {r['kl_mean']:9.2e} {r['kl_max']:9.2e} {r['top1']:>7} {'-':>8} {'-':>8}  (other base)")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
+            json.dump(results + informational, f, indent=2)
     print("\nparity: " + ("FAILED" if failed else "passed") + f" ({len(prompts)} prompts, last-token next-token "
           "distributions; KL(weightsteer || llama.cpp) in nats; effect = KL(steered || unsteered) in weightsteer)")
     return 1 if failed else 0
@@ -142,6 +149,8 @@ def main() -> int:
     p.add_argument("--reference", required=True)
     p.add_argument("--base", required=True, help="base model GGUF")
     p.add_argument("--check", action="append", default=[], metavar="ADAPTER:SCALE:ALPHA")
+    p.add_argument("--base-also", action="append", default=[], metavar="GGUF",
+                   help="another base file to compare unsteered (reported, not checked)")
     p.add_argument("--max-kl", type=float, default=1e-3)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", default=None)

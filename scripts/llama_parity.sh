@@ -9,7 +9,8 @@
 # which takes a while). Its calibrated alphas (kl-*/calibration.json beside it; else ALPHAS="a,b")
 # are exported as adapter GGUFs, the base model as an f32 GGUF, both loaded in llama.cpp, and
 # the next-token distributions compared with weightsteer's on 20 fixed prompts: the +alpha and the
-# -alpha adapter at scale 1, and the +alpha adapter at scale -1 (which must give -alpha).
+# -alpha adapter at scale 1, and the +alpha adapter at scale -1 (which must give -alpha); an f16
+# base GGUF (and, for the embedded model, its original Q4_1 file) are compared unsteered too.
 # Exits non-zero when a KL(weightsteer || llama.cpp) mean is above 1e-3 nats or not 100x below
 # the steering effect.
 #
@@ -65,6 +66,10 @@ echo "[parity] alphas: +$POS and $NEG" >&2
 
 # 4. the GGUF files: the base (once) and one adapter per sign
 [ -f "$WORK/base-f32.gguf" ] || ws export-base --model "$MODEL" --outtype f32 --out "$WORK/base-f32.gguf"
+[ -f "$WORK/base-f16.gguf" ] || ws export-base --model "$MODEL" --outtype f16 --out "$WORK/base-f16.gguf"
+# for the embedded model, also the original Q4_1 file its dense weights were dequantized from
+ORIGINAL=$("$PY" -c "import importlib.util, pathlib; from weightsteer.models import EMBEDDED
+s = EMBEDDED.get('$MODEL'); print(pathlib.Path(importlib.util.find_spec(s.package).origin).parent / s.gguf_file if s else '')")
 ws export --delta "$DELTA" --model "$MODEL" --alpha "$POS" --format gguf --out "$WORK/pos.gguf"
 ws export --delta "$DELTA" --model "$MODEL" --alpha "$NEG" --format gguf --out "$WORK/neg.gguf"
 
@@ -73,4 +78,5 @@ ws export --delta "$DELTA" --model "$MODEL" --alpha "$NEG" --format gguf --out "
   --out "$WORK/reference.npz"
 "$LLAMA_VENV/bin/python" scripts/llama_parity.py compare --reference "$WORK/reference.npz" \
   --base "$WORK/base-f32.gguf" --threads "${THREADS:-2}" --json "$WORK/parity.json" \
+  --base-also "$WORK/base-f16.gguf" ${ORIGINAL:+--base-also "$ORIGINAL"} \
   --check "$WORK/pos.gguf:1:$POS" --check "$WORK/neg.gguf:1:$NEG" --check "$WORK/pos.gguf:-1:$NEGPOS"
