@@ -232,7 +232,7 @@ def test_bad_export_input(case, lora_delta_file, tmp_path, capsys):
     elif case == "nan alpha":
         args["--alpha"] = "nan"
     elif case == "format":
-        args["--format"] = "gguf"
+        args["--format"] = "onnx"
     elif case == "rank 0":
         args["--rank"] = "0"
     elif case == "bad max-error":

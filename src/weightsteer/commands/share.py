@@ -40,6 +40,17 @@ def check_export_out(out: Path, kind: str, model: str | None) -> None:
     check_replaceable(out, kind, protected=(local_model_folder(model) if model else None,))
 
 
+def check_gguf_out(out: Path) -> None:
+    """A GGUF --out must be a new file or a GGUF that weightsteer wrote: a user's own model file is
+    never replaced."""
+    from ..gguf_arch import written_by_weightsteer
+
+    if out.is_dir():
+        raise WeightsteerError(f"'{out}' is a folder: --out must be the path of the .gguf file to write")
+    if out.exists() and not written_by_weightsteer(out):
+        raise WeightsteerError(f"will not replace '{out}': weightsteer did not write it; choose a new --out")
+
+
 # ---- export -----------------------------------------------------------------------------------
 
 def cmd_export(args) -> None:
@@ -58,11 +69,14 @@ def cmd_export(args) -> None:
     alpha = check_alpha(args.alpha)
     out = Path(args.out)
     if args.format == "merged" and (args.rank is not None or args.max_error is not None):
-        raise WeightsteerError("--rank and --max-error apply to --format lora only")
+        raise WeightsteerError("--rank and --max-error apply to --format lora and gguf only")
     check_rank_args(args.rank, args.max_error)
     delta = WeightDelta.load(args.delta)
-    name = args.model or delta.meta.get("base_model")
-    check_export_out(out, LORA_KIND if args.format == "lora" else MERGED_KIND, name)
+    if args.format == "gguf":
+        check_gguf_out(out)
+    else:
+        check_export_out(out, LORA_KIND if args.format == "lora" else MERGED_KIND,
+                         args.model or delta.meta.get("base_model"))
     if args.format == "merged":
         calibration = read_calibration(args.delta)
         name = model_name(args, delta)
@@ -72,9 +86,12 @@ def cmd_export(args) -> None:
         log(f"[export] {out}: {name} with {alpha:g} * dW merged in"
             + ("" if calibration else " (no calibration.json beside the direction)"))
         return
+    if args.format == "gguf":
+        export_gguf(args, delta, alpha, out)
+        return
     check_lora_export(delta, args.rank, args.max_error)
     model = tokenizer = None
-    if args.model or not delta.is_factored():  # the KL check needs the model
+    if args.model or not delta.is_factored() or knows_model(delta):  # the KL check needs the model
         model, tokenizer = load_model(model_name(args, delta))
         delta.check_fits(model, args.allow_modified_base)
     report = export_lora(delta, alpha, out, rank=args.rank, max_error=args.max_error, model=model,
@@ -83,6 +100,52 @@ def cmd_export(args) -> None:
     kl = report["kl"]
     kl_text = f"; steered next-token KL exact vs exported mean {kl['mean']:.3g}, max {kl['max']:.3g}" if kl else ""
     log(f"[export] {out}: LoRA rank {report['rank']}, {kind}{kl_text}; details in {out / 'export_report.json'}")
+
+
+def knows_model(delta) -> bool:
+    """True when the direction names an embedded model, which can be loaded without --model."""
+    from ..models import EMBEDDED
+
+    return delta.meta.get("base_model") in EMBEDDED
+
+
+def export_gguf(args, delta, alpha: float, out: Path) -> None:
+    """A llama.cpp LoRA adapter GGUF, with the KL check on the base model it is for."""
+    from ..export import check_lora_export, read_calibration
+    from ..gguf_arch import gguf_arch
+    from ..gguf_export import export_lora_gguf
+    from ..models import load_model
+
+    check_lora_export(delta, args.rank, args.max_error)
+    name = model_name(args, delta)
+    model, tokenizer = load_model(name)
+    gguf_arch(model.config)  # an unsupported architecture is refused before any work
+    delta.check_fits(model, args.allow_modified_base)
+    calibration = read_calibration(args.delta)
+    report = export_lora_gguf(delta, alpha, out, config=model.config, rank=args.rank, max_error=args.max_error,
+                              model=model, tokenizer=tokenizer, calibration=calibration, source=str(args.delta))
+    kind = "exact" if report["exact"] else f"max relative Frobenius error {report['max_rel_error']:.3g}"
+    kl = report["kl"]
+    log(f"[export] {out}: llama.cpp LoRA adapter ({report['architecture']}, rank {report['rank']}, {kind}; "
+        f"steered next-token KL exact vs exported mean {kl['mean']:.3g}, max {kl['max']:.3g})"
+        + ("" if calibration else "; no calibration.json beside the direction"))
+
+
+# ---- export-base ------------------------------------------------------------------------------
+
+def cmd_export_base(args) -> None:
+    from ..gguf_base import export_base_gguf
+    from ..models import resolve_model_path
+
+    out = Path(args.out)
+    check_gguf_out(out)
+    folder = resolve_model_path(args.model)
+    if not Path(folder).is_dir():
+        raise WeightsteerError(f"'{args.model}' is not a local folder: download it (hf download {args.model} "
+                               "--local-dir DIR) and pass --model DIR")
+    summary = export_base_gguf(folder, out, args.outtype, log=log)
+    log(f"[export-base] {out}: {args.model} as a llama.cpp {summary['architecture']} GGUF, {summary['outtype']}, "
+        f"{summary['tensors']} tensors, pre-tokenizer '{summary['pre_tokenizer']}'")
 
 
 # ---- compose ----------------------------------------------------------------------------------
@@ -184,19 +247,32 @@ def cmd_chat(args) -> None:
 # ---- registration -----------------------------------------------------------------------------
 
 def register(sub) -> None:
+    from ..models import DEFAULT_MODEL
+
     model_help = "HF id or local folder of the base model (default: the embedded model the direction names)"
 
-    p = sub.add_parser("export", help="write alpha * dW as a PEFT LoRA adapter or a merged HF checkpoint")
+    p = sub.add_parser("export", help="write alpha * dW as a PEFT LoRA adapter, a llama.cpp LoRA GGUF "
+                                      "or a merged HF checkpoint")
     p.add_argument("--delta", required=True, help="a weightsteer direction (delta.safetensors)")
     p.add_argument("--alpha", type=float, required=True)
-    p.add_argument("--format", choices=("lora", "merged"), default="lora")
-    p.add_argument("--out", required=True, help="folder to write")
+    p.add_argument("--format", choices=("lora", "gguf", "merged"), default="lora")
+    p.add_argument("--out", required=True, help="folder to write (a .gguf file for --format gguf)")
     p.add_argument("--model", default=None, help=model_help + "; needed for merged, and for the KL check")
     p.add_argument("--rank", type=int, default=None, help="LoRA rank for full-rank (or to cap factored) parts")
     p.add_argument("--max-error", type=float, default=None,
                    help="instead of --rank: smallest rank whose relative Frobenius error is at most this")
     add_allow_modified_base(p)
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("export-base", help="write a base model (default: the embedded one's dense weights) "
+                                           "as a llama.cpp GGUF, to serve exported GGUF adapters on")
+    p.add_argument("--model", default=DEFAULT_MODEL, help=f"a local Llama or Qwen3 folder, or {DEFAULT_MODEL} "
+                   "(default): its dense cache, the weights its directions were made on")
+    p.add_argument("--format", choices=("gguf",), default="gguf")
+    p.add_argument("--outtype", choices=("f32", "f16"), default="f16",
+                   help="f32 reproduces the weights exactly; f16 (default) is half the size")
+    p.add_argument("--out", required=True, help="the .gguf file to write")
+    p.set_defaults(func=cmd_export_base)
 
     p = sub.add_parser("compose", help="a linear combination of directions: A.safetensors:1 B.safetensors:-0.5")
     p.add_argument("terms", nargs="+", metavar="PATH[:COEF]")
