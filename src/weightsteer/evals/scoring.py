@@ -27,9 +27,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from tqdm.auto import tqdm
-from transformers import GenerationConfig, StoppingCriteriaList, StopStringCriteria
 
 from .. import chat
+from ..decode import decode, stop_token_ids
 from ..errors import WeightsteerError
 
 _DECODED_VOCAB: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -120,20 +120,21 @@ def next_token_logprobs(model, tokenizer, prompts: Sequence[str], token_sets: Se
 def greedy_continuations(model, tokenizer, prompts: Sequence[str], *, max_new_tokens: int,
                          stop: str | None = None, batch_size: int = 16, progress: bool = True,
                          desc: str = "generating") -> list[str]:
-    """The greedy continuation of each prompt, cut before `stop` if it appears; special tokens removed."""
-    eos = model.generation_config.eos_token_id
-    config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False,
-                              eos_token_id=eos if eos is not None else tokenizer.eos_token_id,
-                              pad_token_id=tokenizer.pad_token_id)
-    # Built once: it indexes the whole vocabulary, which generate(stop_strings=...) would redo per batch.
-    stopping = StoppingCriteriaList([StopStringCriteria(tokenizer, [stop])]) if stop else None
+    """The greedy continuation of each prompt, cut before `stop` if it appears; special tokens removed.
+
+    A row stops at an end-of-sequence token or as soon as its text contains `stop`."""
+    stops = stop_token_ids(model, tokenizer)
+
+    def has_stop(tokens: list[int]) -> bool:
+        return stop in tokenizer.decode(tokens, skip_special_tokens=True)
+
     device = next(model.parameters()).device
     texts = [""] * len(prompts)
     with tqdm(total=len(prompts), desc=desc, disable=not progress) as bar:
         for batch in _length_sorted_batches(tokenizer, prompts, batch_size):
             enc = chat.encode(tokenizer, [prompts[i] for i in batch], device)
-            generated = model.generate(**enc, generation_config=config, stopping_criteria=stopping)
-            new_tokens = generated[:, enc.input_ids.shape[1]:]
+            new_tokens = decode(model, enc.input_ids, enc.attention_mask, max_new_tokens=max_new_tokens,
+                                stop_ids=stops, done=has_stop if stop else None).tokens
             for i, text in zip(batch, tokenizer.batch_decode(new_tokens, skip_special_tokens=True), strict=True):
                 texts[i] = text.split(stop)[0] if stop else text
             bar.update(len(batch))
