@@ -11,10 +11,12 @@ are not calibrated.
 
 The search (calibrate) finds |alpha| for one sign with |kl - target| <= tol * target. The tolerance
 is relative, because targets range over orders of magnitude and a fixed absolute tolerance would be
-loose for small targets and needlessly tight for large ones. It brackets the target by doubling or
-halving |alpha| from `start`, then refines on log|alpha| vs log KL (near zero KL grows as a power
-of alpha, so it is close to a straight line there) with Illinois-modified regula falsi, falling
-back to bisection when the secant point is not well inside the bracket. It never returns a wrong
+loose for small targets and needlessly tight for large ones. It works on log|alpha| vs log KL (near
+zero KL grows as a power of alpha, so that is close to a straight line): from `start` it takes
+Newton/secant steps aimed at the target until it lands within the tolerance or brackets it, then
+refines a bracket with Illinois-modified regula falsi, falling back to bisection when the secant
+point is not well inside the bracket. The second sign starts where the first ended: the two signs'
+KL curves are rarely far apart. It never returns a wrong
 alpha silently: without convergence it returns converged=False, the best point seen and a reason.
 """
 
@@ -110,18 +112,18 @@ LN2 = math.log(2.0)
 
 
 def bracket_step(point: tuple[float, float], previous: tuple[float, float] | None, below: bool) -> float:
-    """The next step in log|alpha| while looking for a bracket: at least a doubling (or halving),
-    further when the KL is far from the target. Near zero KL grows like alpha^2, so the first jump
-    assumes slope 2 in log-log; later ones use the slope measured between the last two points. The
-    jump aims 30% past the target so that one step usually brackets it, and is at most a factor 4."""
+    """The next step in log|alpha| while the target is not yet bracketed: a Newton step on log KL vs
+    log|alpha| aimed at the target itself. Near zero KL grows like alpha^2, so the first step assumes
+    slope 2; later ones use the slope measured between the last two points (a secant), so a curve
+    that is close to a power law is usually hit within the tolerance on the second or third
+    evaluation. A step is at most a factor 8, so a saturating curve cannot throw it far away."""
     slope = 2.0
     if previous is not None and math.isfinite(point[1]) and math.isfinite(previous[1]) and point[0] != previous[0]:
         slope = min(max((point[1] - previous[1]) / (point[0] - previous[0]), 0.5), 4.0)
     if not math.isfinite(point[1]):
         return LN2 if below else -LN2
-    jump = -point[1] / slope + (0.3 if below else -0.3)
-    # at most x4 per step: a steep or saturating curve must not throw the bracket far away
-    return min(max(jump, LN2), 2 * LN2) if below else max(min(jump, -LN2), -2 * LN2)
+    jump = -point[1] / slope
+    return min(jump, 3 * LN2) if below else max(jump, -3 * LN2)
 
 
 def search(kl_of: Callable[[float], float], target: float, tol: float = 0.05, sign: int = 1,
@@ -223,11 +225,14 @@ def load_calibration(path) -> dict[str, CalibrationResult]:
 
 def calibrate_both_signs(model, tokenizer, method: SteeringMethod, target: float = 1.0, tol: float = 0.05,
                          prompts: list[str] | None = None, log=print) -> dict[str, CalibrationResult]:
-    """{"pos": +alpha, "neg": -alpha} results, each logged with its convergence."""
+    """{"pos": +alpha, "neg": -alpha} results, each logged with its convergence. The NEG search
+    starts at the POS alpha when that converged."""
     results = {}
+    start = 1.0
     for side, sign in (("pos", 1), ("neg", -1)):
         log(f"[calibrate] {method.name} {side}: target kl_p95 = {target}")
-        r = results[side] = calibrate(model, tokenizer, method, target, tol, sign, prompts=prompts)
+        r = results[side] = calibrate(model, tokenizer, method, target, tol, sign, start=start, prompts=prompts)
+        start = abs(r.coef) if r.converged and r.coef != 0 else start
         state = "" if r.converged else f" (NOT converged: {r.reason})"
         log(f"[calibrate] {method.name} {side}: coef {r.coef:+.4g} kl_p95 {r.kl:.3f} after {r.iterations} "
             f"evaluations{state}")
