@@ -71,6 +71,19 @@ def test_kl_p95_matches_a_direct_computation(varied_tiny):
     assert kl_p95(model, tok, method, 0.0, QUESTIONS, T) == 0.0
 
 
+def test_the_cached_base_prompts_give_the_same_kls_at_every_evaluation(varied_tiny, tmp_path):
+    from weightsteer.calibrate import encode_prompts, token_kls
+
+    model, tok = varied_tiny
+    pos, neg = adapter_pair(model, "lora", tmp_path)
+    method = WeightSteering("lora", delta=ws.WeightDelta.from_adapters(model, pos, neg))
+    reused = encode_prompts(tok, QUESTIONS, model.device)
+    for coef in (0.5, -2.0, 1.0):  # the first call fills the cache, later ones reuse it
+        fresh = token_kls(model, tok, method, coef, encode_prompts(tok, QUESTIONS, model.device), T)
+        torch.testing.assert_close(token_kls(model, tok, method, coef, reused, T), fresh)
+        assert reused[0].base_cache.get_seq_length() == reused[0].input_ids.shape[1]
+
+
 def test_kl_p95_drops_positions_after_eos(varied_tiny):
     model, tok = varied_tiny
     method = fit_activation_method("mean_diff", model, tok, load_behaviour("honesty"), n_questions=8)

@@ -30,11 +30,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from transformers import DynamicCache
 
 from . import chat
 from .atomic import write_json
 from .behaviours import calibration_questions
-from .decode import decode, stop_token_ids
+from .decode import decode, positions_of, stop_token_ids
 from .errors import WeightsteerError
 from .methods import SteeringMethod
 
@@ -56,39 +57,64 @@ class CalibrationResult:
 
 # ---- the statistic ----------------------------------------------------------------------------
 
-def encode_prompts(tokenizer, questions: list[str], device) -> list:
+class PromptBatch:
+    """A left-padded batch of calibration prompts and, once the first evaluation needs it, the base
+    model's KV cache of the prompts and its distribution of the first generated token. The base model
+    is the same at every evaluation of a search, so its pass over the prompts is done once; each
+    evaluation then runs the base model over the generated tokens only."""
+
+    def __init__(self, encoded):
+        self.input_ids, self.attention_mask = encoded["input_ids"], encoded["attention_mask"]
+        self.base_cache: DynamicCache | None = None
+        self.base_first: torch.Tensor | None = None
+
+    def base_logprobs(self, model, generated: torch.Tensor) -> torch.Tensor:
+        """(batch, n, vocab) float32 log-probabilities of the base model at the positions that produced
+        each of the n generated tokens (teacher-forced: prompt + generated[:, :-1])."""
+        if self.base_cache is None:
+            self.base_cache = DynamicCache(config=model.config)
+            logits = model(input_ids=self.input_ids, attention_mask=self.attention_mask,
+                           position_ids=positions_of(self.attention_mask), cache=self.base_cache, use_cache=True,
+                           logits_to_keep=1).logits[:, -1]
+            self.base_first = logits.float().log_softmax(-1)
+        n = generated.shape[1]
+        if n == 1:
+            return self.base_first[:, None]
+        mask = torch.cat([self.attention_mask, self.attention_mask.new_ones(len(generated), n - 1)], 1)
+        positions = positions_of(self.attention_mask)[:, -1:] + torch.arange(1, n, device=generated.device)
+        logits = model(input_ids=generated[:, :-1], attention_mask=mask, position_ids=positions,
+                       cache=self.base_cache, use_cache=True).logits
+        try:
+            self.base_cache.crop(-(n - 1))  # back to the prompts alone for the next evaluation
+        except (ValueError, RuntimeError):  # a sliding-window cache that cannot roll back: rebuild it next time
+            self.base_cache = None
+        return torch.cat([self.base_first[:, None], logits.float().log_softmax(-1)], 1)
+
+
+def encode_prompts(tokenizer, questions: list[str], device) -> list[PromptBatch]:
     """Left-padded batches of the plain calibration prompts; reused across a whole search."""
     texts = [chat.render(tokenizer, chat.messages(q)) for q in questions]
-    return [chat.encode(tokenizer, texts[i:i + BATCH_SIZE], device) for i in range(0, len(texts), BATCH_SIZE)]
-
-
-def forced_logprobs(model, prompt_mask: torch.Tensor, sequences: torch.Tensor) -> torch.Tensor:
-    """(batch, n_generated, vocab) float32 log-probabilities at the positions that produced each
-    generated token, from one teacher-forced pass over prompt + generated tokens."""
-    n = sequences.shape[1] - prompt_mask.shape[1]
-    mask = torch.cat([prompt_mask, prompt_mask.new_ones(len(sequences), n)], 1)
-    positions = (mask.cumsum(-1) - 1).clamp_min(0)  # left padding: every row starts at position 0
-    logits = model(input_ids=sequences, attention_mask=mask, position_ids=positions, use_cache=False,
-                   logits_to_keep=n + 1).logits[:, :-1]
-    return logits.float().log_softmax(-1)
+    return [PromptBatch(chat.encode(tokenizer, texts[i:i + BATCH_SIZE], device))
+            for i in range(0, len(texts), BATCH_SIZE)]
 
 
 @torch.no_grad()
-def token_kls(model, tokenizer, method: SteeringMethod, coef: float, batches: list, T: int) -> torch.Tensor:
+def token_kls(model, tokenizer, method: SteeringMethod, coef: float, batches: list[PromptBatch],
+              T: int) -> torch.Tensor:
     """KL(steered || base) at every generated position before or at the first EOS, flattened.
 
     The steered distributions are the ones greedy decoding produced the tokens from (decode keeps
-    them), so only the base model needs a teacher-forced pass."""
+    them); the base model is teacher-forced on the generated tokens after its cached prompts."""
     stops = stop_token_ids(model, tokenizer)
     kls = []
     for batch in batches:
         with method.apply(model, coef):
-            out = decode(model, batch["input_ids"], batch["attention_mask"], max_new_tokens=T, stop_ids=stops,
+            out = decode(model, batch.input_ids, batch.attention_mask, max_new_tokens=T, stop_ids=stops,
                          keep_logprobs=True)
         width = max(len(t) for t in out.tokens)  # rows that stopped early are padded; those positions are unused
         generated = torch.tensor([t + [tokenizer.pad_token_id] * (width - len(t)) for t in out.tokens],
-                                 device=batch["input_ids"].device)
-        base = forced_logprobs(model, batch["attention_mask"], torch.cat([batch["input_ids"], generated], 1))
+                                 device=batch.input_ids.device)
+        base = batch.base_logprobs(model, generated)
         for row, steered in enumerate(out.logprobs):
             p = steered.exp()
             kls.append(torch.where(p > 0, p * (steered - base[row, :len(steered)]), 0.0).sum(-1))

@@ -32,14 +32,16 @@ def sample_responses(model, tokenizer, prompts: list[str], *, max_new_tokens: in
     device = next(model.parameters()).device
     stops = stop_token_ids(model, tokenizer)
     out = []
-    bar = tqdm(total=len(prompts), desc=desc, unit="sample")
-    for start in range(0, len(prompts), batch_size):
+    n_batches = -(-len(prompts) // batch_size)
+    bar = tqdm(total=n_batches * max_new_tokens, desc=desc, unit="step")  # decoding steps, batch after batch
+    for number, start in enumerate(range(0, len(prompts), batch_size)):
         batch = chat.encode(tokenizer, prompts[start:start + batch_size], device)
         seeds = None if greedy else [seed + start + j for j in range(len(batch["input_ids"]))]
         new = decode(model, batch["input_ids"], batch["attention_mask"], max_new_tokens=max_new_tokens,
-                     stop_ids=stops, temperature=0.0 if greedy else temperature, seeds=seeds).tokens
+                     stop_ids=stops, temperature=0.0 if greedy else temperature, seeds=seeds,
+                     on_step=lambda: bar.update(1)).tokens
         out += [t.strip() for t in tokenizer.batch_decode(new, skip_special_tokens=True)]
-        bar.update(len(new))
+        bar.update((number + 1) * max_new_tokens - bar.n)  # a batch whose rows all stopped early
     bar.close()
     return out
 

@@ -29,6 +29,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import chat
+from ..decode import BATCH as DECODE_BATCH
 from ..decode import decode, stop_token_ids
 from ..errors import WeightsteerError
 
@@ -122,8 +123,10 @@ def greedy_continuations(model, tokenizer, prompts: Sequence[str], *, max_new_to
                          desc: str = "generating") -> list[str]:
     """The greedy continuation of each prompt, cut before `stop` if it appears; special tokens removed.
 
-    A row stops at an end-of-sequence token or as soon as its text contains `stop`."""
+    A row stops at an end-of-sequence token or as soon as its text contains `stop`. Batches hold at
+    least decode.BATCH prompts: a decoding step costs about the same for 64 rows as for 16."""
     stops = stop_token_ids(model, tokenizer)
+    batch_size = max(batch_size, DECODE_BATCH)
 
     def has_stop(tokens: list[int]) -> bool:
         return stop in tokenizer.decode(tokens, skip_special_tokens=True)
