@@ -62,6 +62,7 @@ def run_version(src: Path, behaviours: list[str], work: Path, threads: int, resu
                              "alphas": {side: r["coef"] for side, r in calibration.items()},
                              "kl": {side: r["kl"] for side, r in calibration.items()},
                              "table": showcase["seconds"], "log": str(logfile)}
+        (work / "results.json").write_text(json.dumps(result, indent=1))  # kept even if the other version fails
 
 
 def row(name: str, before: float, after: float, unit: str = "s", target: str = "") -> str:
