@@ -3,7 +3,15 @@ import json
 import torch
 
 from weightsteer import chat
-from weightsteer.train import IGNORE, TrainConfig, batch_order, collate, tokenize_example, train_adapter
+from weightsteer.train import (
+    IGNORE,
+    TrainConfig,
+    batch_order,
+    collate,
+    reply_loss,
+    tokenize_example,
+    train_adapter,
+)
 
 
 def test_prompt_tokens_are_masked(base_tokenizer):
@@ -23,6 +31,25 @@ def test_collate_right_pads_and_masks_padding():
     assert batch["input_ids"].tolist() == [[5, 6, 7], [8, 0, 0]]
     assert batch["labels"].tolist() == [[IGNORE, 6, 7], [8, IGNORE, IGNORE]]
     assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
+
+
+def test_reply_loss_and_its_gradient_equal_the_full_head_loss(tiny, base_tokenizer):
+    model, tok = tiny
+    model = model.double()
+    rows = [("Say hi.", "Hi there, how are you?"), ("What is two plus two, in words?", "Four."),
+            ("Name a colour.", "Blue, the colour of the sky on a clear day.")]
+    batch = collate([tokenize_example(tok, p, r, 256) for p, r in rows], tok.pad_token_id)
+    grads = []
+    for loss_of in (lambda: reply_loss(model, batch), lambda: model(**batch).loss):  # ours; HF's own labels= loss
+        model.zero_grad()
+        loss = loss_of()
+        loss.backward()
+        grads.append((loss.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]))
+    (ours, ours_g), (theirs, theirs_g) = grads
+    torch.testing.assert_close(ours, theirs.to(ours.dtype))
+    assert len(ours_g) == len(theirs_g) > 0
+    for a, b in zip(ours_g, theirs_g, strict=True):
+        torch.testing.assert_close(a, b)
 
 
 def test_batch_order_is_seeded_and_covers_rows():

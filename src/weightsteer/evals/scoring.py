@@ -27,9 +27,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from tqdm.auto import tqdm
-from transformers import GenerationConfig, StoppingCriteriaList, StopStringCriteria
 
 from .. import chat
+from ..decode import BATCH as DECODE_BATCH
+from ..decode import decode, stop_token_ids
 from ..errors import WeightsteerError
 from ..hub import hub_problem
 
@@ -153,20 +154,23 @@ def greedy_continuations(model, tokenizer, prompts: Sequence[str], *, max_new_to
                          stop: str | None = None, keep_stop: bool = False, batch_size: int = 16,
                          progress: bool = True, desc: str = "generating") -> list[str]:
     """The greedy continuation of each prompt, cut before `stop` if it appears (after it with keep_stop,
-    so a caller can tell a stopped continuation from one that ran out of tokens); special tokens removed."""
-    eos = model.generation_config.eos_token_id
-    config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False,
-                              eos_token_id=eos if eos is not None else tokenizer.eos_token_id,
-                              pad_token_id=tokenizer.pad_token_id)
-    # Built once: it indexes the whole vocabulary, which generate(stop_strings=...) would redo per batch.
-    stopping = StoppingCriteriaList([StopStringCriteria(tokenizer, [stop])]) if stop else None
+    so a caller can tell a stopped continuation from one that ran out of tokens); special tokens removed.
+
+    A row stops at an end-of-sequence token or as soon as its text contains `stop`. Batches hold at
+    least decode.BATCH prompts: a decoding step costs about the same for 64 rows as for 16."""
+    stops = stop_token_ids(model, tokenizer)
+    batch_size = max(batch_size, DECODE_BATCH)
+
+    def has_stop(tokens: list[int]) -> bool:
+        return stop in tokenizer.decode(tokens, skip_special_tokens=True)
+
     device = next(model.parameters()).device
     texts = [""] * len(prompts)
     with tqdm(total=len(prompts), desc=desc, disable=not progress) as bar:
         for batch in _length_sorted_batches(tokenizer, prompts, batch_size):
             enc = chat.encode(tokenizer, [prompts[i] for i in batch], device)
-            generated = model.generate(**enc, generation_config=config, stopping_criteria=stopping)
-            new_tokens = generated[:, enc.input_ids.shape[1]:]
+            new_tokens = decode(model, enc.input_ids, enc.attention_mask, max_new_tokens=max_new_tokens,
+                                stop_ids=stops, done=has_stop if stop else None).tokens
             for i, text in zip(batch, tokenizer.batch_decode(new_tokens, skip_special_tokens=True), strict=True):
                 texts[i] = cut_at(text, stop, keep_stop) if stop else text
             bar.update(len(batch))
