@@ -15,6 +15,7 @@ from pathlib import Path
 from .atomic import read_json, write_text
 from .calibrate import load_calibration
 from .errors import WeightsteerError
+from .jsonl import jsonl_rows
 from .plots import plot_all
 from .tradeoff import tradeoff_section
 
@@ -181,8 +182,7 @@ def timing_table(root: Path) -> list[str]:
     if not path.exists():
         return []
     total: dict[tuple[str, str], float] = defaultdict(float)
-    for line in path.read_text().splitlines():
-        t = json.loads(line)
+    for t, _ in jsonl_rows(path):
         total[(t["method"], t["stage"].split(" ")[0])] += t["seconds"]
     lines = ["| method | stage | seconds |", "|---|---|---|"]
     lines += [f"| {m} | {s} | {v:.0f} |" for (m, s), v in total.items()]

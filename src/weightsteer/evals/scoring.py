@@ -33,6 +33,7 @@ from ..decode import BATCH as DECODE_BATCH
 from ..decode import decode, stop_token_ids
 from ..errors import WeightsteerError
 from ..hub import hub_problem
+from ..jsonl import jsonl_rows
 
 _DECODED_VOCAB: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
@@ -67,30 +68,20 @@ def read_jsonl(path: Path, required: Sequence[str], any_type: Sequence[str] = ()
     if not path.is_file():
         raise WeightsteerError(f"data file {path} does not exist")
     rows = []
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as err:
-        raise WeightsteerError(f"cannot read {path} ({err}): it must be UTF-8 JSONL, one object per line") from None
-    for line_no, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise WeightsteerError(f"{path} line {line_no} is not valid JSON ({err.msg})") from None
+    for row, where in jsonl_rows(path):
         missing = [c for c in required if not isinstance(row, dict) or c not in row]
         if missing:
-            raise WeightsteerError(f"{path} line {line_no} has no column {missing[0]!r} "
+            raise WeightsteerError(f"{where} has no column {missing[0]!r} "
                                    f"(required: {', '.join(required)})")
         for column in required:
             value = row[column]
             if column in any_type:
                 continue
             if not isinstance(value, str) or not value.strip():
-                raise WeightsteerError(f"{path} line {line_no}: {column!r} must be a non-empty string, got "
+                raise WeightsteerError(f"{where}: {column!r} must be a non-empty string, got "
                                        f"{json.dumps(value)[:40]}")
             if len(value) > MAX_TEXT_CHARS:
-                raise WeightsteerError(f"{path} line {line_no}: {column!r} is {len(value)} characters long, more "
+                raise WeightsteerError(f"{where}: {column!r} is {len(value)} characters long, more "
                                        f"than the {MAX_TEXT_CHARS} a benchmark item may have; is the file damaged?")
         rows.append(row)
     if not rows:
