@@ -96,10 +96,19 @@ def defaults(name: str) -> dict:
     return {s.option: s.applied for s in preset(name) if s.option is not None}
 
 
-def table(name: str) -> list[dict]:
-    """The preset's settings beside the seed's, as JSON-able rows (written by the sweep, read by the report)."""
-    return [{"setting": s.name, "weightsteer": "not reproduced" if s.applied is None else str(s.applied),
-             "seed": s.seed, "matches": s.matches, "note": s.note, "source": s.source} for s in preset(name)]
+def table(name: str, used: dict | None = None) -> list[dict]:
+    """The preset's settings beside the seed's, as JSON-able rows (written by the sweep, read by the report).
+    `used` maps options to the values a run really used: an option overridden on the command line shows
+    its own value and does not count as matching."""
+    used = used or {}
+    rows = []
+    for s in preset(name):
+        value = used.get(s.option, s.applied) if s.option else s.applied
+        overridden = s.option is not None and s.option in used and used[s.option] != s.applied
+        rows.append({"setting": s.name, "weightsteer": "not reproduced" if value is None else str(value),
+                     "seed": s.seed, "matches": s.matches and not overridden,
+                     "note": "overridden on the command line" if overridden else s.note, "source": s.source})
+    return rows
 
 
 def markdown(rows: list[dict]) -> list[str]:

@@ -25,6 +25,7 @@ from .run import (
 def cmd_sweep(args) -> None:
     from ..doses import parse_doses
     from ..models import load_model
+    from ..presets import defaults
     from ..sweep import Sweep, SweepSettings, parse_methods
 
     methods = parse_methods(args.methods)
@@ -39,7 +40,8 @@ def cmd_sweep(args) -> None:
                                                                    "grad_accum", "weight_decay", "warmup_steps",
                                                                    "schedule", "max_length", "oft_block")},
                              activation_scale=args.activation_scale, preset=args.preset,
-                             method_train={"ia3": ia3_overrides(args)})
+                             method_train={"ia3": ia3_overrides(args)},
+                             preset_used={k: getattr(args, k) for k in defaults(args.preset)} if args.preset else {})
     started = time.time()
     model, tokenizer = load_model(args.model)
     check_tokenizer(tokenizer, benches)
