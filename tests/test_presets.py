@@ -67,6 +67,15 @@ def test_table_states_what_matches_and_what_does_not():
     json.dumps(rows)  # written by the sweep as JSON
 
 
+def test_table_shows_what_a_run_overrode():
+    args = parse_args(["sweep", "--preset", "seed", "--model", "other-model", "--max-think", "8"])
+    rows = {r["setting"]: r for r in presets.table("seed", {k: getattr(args, k) for k in presets.defaults("seed")})}
+    assert rows["model"]["weightsteer"] == "other-model" and rows["model"]["matches"] is False
+    assert rows["model"]["note"] == "overridden on the command line"
+    assert rows["tiny-mfv probe"]["weightsteer"] == "8" and not rows["tiny-mfv probe"]["matches"]
+    assert rows["learning rate"]["matches"] is True
+
+
 def test_unknown_preset_is_an_error():
     with pytest.raises(WeightsteerError, match="invalid choice: 'paper'"):
         parse_args(["sweep", "--preset", "paper"])

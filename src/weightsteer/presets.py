@@ -43,6 +43,10 @@ SEED = (
     Setting("dose", "target_kl", "1", "target_kl 1.0 (kl_p95, iso-KL)", LITE),
     Setting("tiny-mfv probe", "max_think", 64,
             "JSON question, 'Think briefly.', up to 64 thinking tokens, forced close, prefilled key", TINYMFV),
+    Setting("iso-KL prompts", None, None, "8 held-out user messages of the branching-suffix set, 20 greedy tokens",
+            LITE, "weightsteer calibrates every method on the behaviour's held-out calibration questions"),
+    Setting("activation coefficient per sign", None, None, "one |C| calibrated at +C, evaluated at +C and -C", LITE,
+            "weightsteer calibrates -C on its own, as the seed does for its adapters (alpha_pos, alpha_neg)"),
     Setting("tiny-mfv bool-mass floor", None, 0.5, "PMASS_FLOOR 0.5: a cell below it in either frame is dropped",
             "wassname/steering-lite src/steering_lite/eval/foundations.py"),
     Setting("tiny-mfv true/false tokens", None, None, "guided: 7 spellings per side ('true', ' true', 'True', '1'...)",
@@ -92,10 +96,19 @@ def defaults(name: str) -> dict:
     return {s.option: s.applied for s in preset(name) if s.option is not None}
 
 
-def table(name: str) -> list[dict]:
-    """The preset's settings beside the seed's, as JSON-able rows (written by the sweep, read by the report)."""
-    return [{"setting": s.name, "weightsteer": "not reproduced" if s.applied is None else str(s.applied),
-             "seed": s.seed, "matches": s.matches, "note": s.note, "source": s.source} for s in preset(name)]
+def table(name: str, used: dict | None = None) -> list[dict]:
+    """The preset's settings beside the seed's, as JSON-able rows (written by the sweep, read by the report).
+    `used` maps options to the values a run really used: an option overridden on the command line shows
+    its own value and does not count as matching."""
+    used = used or {}
+    rows = []
+    for s in preset(name):
+        value = used.get(s.option, s.applied) if s.option else s.applied
+        overridden = s.option is not None and s.option in used and used[s.option] != s.applied
+        rows.append({"setting": s.name, "weightsteer": "not reproduced" if value is None else str(value),
+                     "seed": s.seed, "matches": s.matches and not overridden,
+                     "note": "overridden on the command line" if overridden else s.note, "source": s.source})
+    return rows
 
 
 def markdown(rows: list[dict]) -> list[str]:

@@ -75,6 +75,7 @@ class SweepSettings:
     activation_scale: str = "median_norm"  # "unit" is the reference's (baselines/activation.py)
     preset: str | None = None  # a presets.py name: its settings-vs-seed table is written as preset.json
     cost: CostSettings | None = None  # MMLU + coherence per condition (the CLI's default); None: off
+    preset_used: dict = field(default_factory=dict)  # the values this run used for the preset's options
 
 
 def parse_methods(text: str) -> tuple[str, ...]:
@@ -203,7 +204,8 @@ class Sweep:
         if self.s.preset:
             from .presets import table
 
-            write_json(self.root / "preset.json", {"preset": self.s.preset, "settings": table(self.s.preset)})
+            write_json(self.root / "preset.json", {"preset": self.s.preset,
+                                                   "settings": table(self.s.preset, self.s.preset_used)})
         for i, name in enumerate(self.s.methods, 1):
             self.log(f"== [{i}/{len(self.s.methods)}] {self.behaviour.name}: {name}")
             started = time.time()

@@ -29,6 +29,7 @@ def cmd_sweep(args) -> None:
     from ..locks import folder_lock
     from ..models import load_model
     from ..pipeline import behaviour_dir
+    from ..presets import defaults
     from ..sweep import Sweep, SweepSettings, parse_methods
 
     methods = parse_methods(args.methods)
@@ -48,7 +49,8 @@ def cmd_sweep(args) -> None:
                                                                    "grad_accum", "weight_decay", "warmup_steps",
                                                                    "schedule", "max_length", "oft_block")},
                              activation_scale=args.activation_scale, preset=args.preset,
-                             method_train={"ia3": ia3_overrides(args)}, cost=cost_settings_from(args))
+                             method_train={"ia3": ia3_overrides(args)}, cost=cost_settings_from(args),
+                             preset_used={k: getattr(args, k) for k in defaults(args.preset)} if args.preset else {})
     started = time.time()
     model, tokenizer = load_model(args.model)
     check_tokenizer(tokenizer, benches)

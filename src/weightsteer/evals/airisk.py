@@ -18,7 +18,8 @@ dilemmas on the published data).
 Probe. The user turn is the seed's guided version of LitmusValues' prompt: a request to think briefly
 and to answer "My choice: Action 1" or "My choice: Action 2", then LitmusValues' instruction
 (run_ai_risk_dilemmas.py, verbatim) ending in "Dilemma: ", then the dilemma. LitmusValues and the seed
-send the dilemma alone, which on the published data holds both actions; for a dilemma that does not
+send the dilemma alone, so their prompt relies on the dilemma text holding both actions (not checked
+against the hub copy, which could not be reached where this was written); for a dilemma that does not
 contain both action texts (after their "Action N: " labels) the two action lines are added after it,
 so the model always sees each action once (`actions_shown` in the row says which happened). Guided
 chain of thought (guided.py): greedy thinking of up to n_think tokens, batched, closed by the model or
