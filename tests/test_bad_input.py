@@ -351,7 +351,7 @@ def test_when_every_method_fails_each_cause_is_named(capsys, monkeypatch, fx, tm
 
     monkeypatch.setattr(Sweep, "run_method", broken)
     capsys.readouterr()
-    code = main(["sweep", "--methods", "lora,dora", "--evals", "", "--limit", "2", "--model", str(fx / "base"),
+    code = main(["sweep", "--methods", "lora,dora", "--evals", "", "--no-cost", "--limit", "2", "--model", str(fx / "base"),
                  "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert code == 2

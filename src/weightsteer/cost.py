@@ -37,7 +37,7 @@ class CostSettings:
     mmlu_dir: str | None = None  # local copy of MMLU (default: the hub)
     n_coherence: int = N_COHERENCE
     max_new_tokens: int = coherence.MAX_NEW_TOKENS
-    with_mmlu: bool = True  # False: coherence only (`run` when MMLU's data cannot be read)
+    mmlu_missing: str | None = None  # why MMLU is not measured: coherence only (`run` without MMLU's data)
 
 
 def parse_mmlu_n(text: str) -> int | None:
@@ -70,7 +70,7 @@ class Cost:
         self.root = Path(root)  # out/<model>/<behaviour>
         self.on_timed = on_timed  # (method name, stage, seconds) of coherence work actually done; MMLU
         # scoring goes through refs, whose own callback times it as "eval mmlu"
-        self.items = mmlu.load(settings.mmlu_dir, settings.mmlu_n) if settings.with_mmlu else None
+        self.items = mmlu.load(settings.mmlu_dir, settings.mmlu_n) if settings.mmlu_missing is None else None
         self.questions = spread(behaviour.calibration, settings.n_coherence)
         if self.items is not None:
             mmlu.check(tokenizer)

@@ -153,8 +153,7 @@ def cost_settings_from(args, *, need_mmlu: bool = True):
     except WeightsteerError as err:
         if need_mmlu or args.mmlu_dir:
             raise
-        log(f"[cost] MMLU not measured: {err}")
-        return CostSettings(with_mmlu=False)
+        return CostSettings(mmlu_missing=str(err))  # said once the model has loaded, not before a bad --model
     return settings
 
 
@@ -213,6 +212,8 @@ def run_locked(args, model, tokenizer, behaviour, benches, data, train, doses, c
         points = sorted([(c[side].coef, c[side].kl) for c in cals for side in ("pos", "neg")] + [(0.0, 0.0)])
         alphas, kls = tuple(a for a, _ in points), tuple(k for _, k in points)
     refs = References(model, tokenizer, args.out, behaviour, log=log)
+    if cost_settings is not None and cost_settings.mmlu_missing:
+        log(f"[cost] MMLU not measured: {cost_settings.mmlu_missing}")
     cost = None if cost_settings is None else Cost(model, tokenizer, refs, behaviour,
                                                    behaviour_dir(Path(args.out), model, behaviour), cost_settings, log)
     showcase(model, tokenizer, delta, behaviour, refs, run, source, benches=benches, alphas=alphas, kls=kls,

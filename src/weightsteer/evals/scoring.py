@@ -42,8 +42,8 @@ def hub_file(repo_id: str, filename: str, local_layout: str) -> Path:
     """Download one file of a hub dataset (or take it from the local hub cache)."""
     from huggingface_hub import hf_hub_download, try_to_load_from_cache
 
-    advice = (f"pass a local copy ({local_layout}) with --data-dir (eval), or --tinymfv-dir / --airisk-dir "
-              "(run, sweep, headroom)")
+    advice = (f"pass a local copy ({local_layout}) with --data-dir (eval), or --tinymfv-dir / --airisk-dir / "
+              "--mmlu-dir (run, sweep, headroom)")
     cached = try_to_load_from_cache(repo_id, filename, repo_type="dataset")
     if isinstance(cached, str):
         return Path(cached)
