@@ -359,3 +359,21 @@ def test_when_every_method_fails_each_cause_is_named(capsys, monkeypatch, fx, tm
     assert "  dora: RuntimeError: dora: out of memory" in err
     assert err.strip().splitlines()[-1] == ("weightsteer: error: every method failed (causes listed above); "
                                             "details in sweep.json")
+
+
+def test_ctrl_c_closes_progress_bars_before_its_message(capsys, monkeypatch):
+    from tqdm.auto import tqdm
+
+    bars = []
+
+    def interrupted(args):
+        bars.append(tqdm(total=10, desc="train"))
+        bars[0].update(3)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("weightsteer.commands.run.cmd_smoke", interrupted)
+    capsys.readouterr()
+    assert main(["smoke"]) == 130
+    err = capsys.readouterr().err
+    assert bars[0].disable  # closed: nothing redraws after the message
+    assert err.rstrip().endswith("weightsteer: interrupted; finished stages are kept and the next run resumes")
