@@ -18,6 +18,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from . import coherence  # noqa: E402
+from .atomic import read_jsonl  # noqa: E402
 from .calibrate import load_calibration  # noqa: E402
 from .coherence import flag_cell  # noqa: E402
 from .plots import _save  # noqa: E402
@@ -32,6 +34,7 @@ def load_costs(root: Path, methods: list[str]) -> dict[str, list[dict]]:
         costs = []
         for path in sorted((root / method).glob("**/eval/cost.json")):
             cost = json.loads(path.read_text())
+            rejudge_coherence(cost, path.parent, root)
             calibration = path.parent.parent / "calibration.json"  # whether each side's search converged
             if calibration.exists():
                 for side, result in load_calibration(calibration).items():
@@ -41,6 +44,20 @@ def load_costs(root: Path, methods: list[str]) -> dict[str, list[dict]]:
         if costs:
             found[method] = sorted(costs, key=lambda c: c["target_kl"] if c["target_kl"] is not None else -1.0)
     return found
+
+
+def rejudge_coherence(cost: dict, eval_dir: Path, root: Path) -> None:
+    """Replace each side's coherence summary by one of its kept rows under the current thresholds
+    (coherence.judge), so flags written by an older version agree with the rest of the table."""
+    base_path = root / "base" / "coherence.rows.jsonl"
+    if not base_path.exists():
+        return
+    base = read_jsonl(base_path)
+    cost["base"]["coherence"] = coherence.summarise(base)
+    for side, data in cost["sides"].items():
+        rows_path = eval_dir / f"coherence.{side}.rows.jsonl"
+        if rows_path.exists():
+            data["coherence"] = coherence.summarise(read_jsonl(rows_path), base_rows=base)
 
 
 def probe_shift(probe_by_method: dict[str, list[dict]] | None, method: str, target_kl, side: str) -> dict | None:
