@@ -94,3 +94,18 @@ def test_flag_quiet_unsteered_and_firing_on_a_broken_embedded_model(tmp_path):
     method = WeightSteering("lora", delta=WeightDelta.from_adapters(model, pos, neg))
     broken = coherence.summarise(coherence.score(model, tokenizer, questions, method, 400.0, max_new_tokens=32))
     assert broken["flagged"], broken
+
+
+def test_report_rejudges_kept_rows_with_the_current_thresholds(tmp_path):
+    from weightsteer.atomic import write_jsonl
+    from weightsteer.tradeoff import rejudge_coherence
+
+    fine = coherence.signals(list(range(20)), True, -1.0)
+    implausible = {**fine, "loglik_base": coherence.MIN_LOGLIK - 0.5, "degenerate": 0.0}  # judged by old rules
+    write_jsonl(tmp_path / "base" / "coherence.rows.jsonl", [fine] * 4)
+    write_jsonl(tmp_path / "eval" / "coherence.pos.rows.jsonl", [implausible] * 2 + [fine] * 2)
+    stale = {"flagged": False, "n_degenerate": 0, "n": 4}
+    cost = {"base": {"coherence": stale}, "sides": {"pos": {"coherence": stale}}}
+    rejudge_coherence(cost, tmp_path / "eval", tmp_path)
+    assert coherence.flag_cell(cost["sides"]["pos"]["coherence"]) == "⚠ 2/4"
+    assert coherence.flag_cell(cost["base"]["coherence"]) == "ok 0/4"

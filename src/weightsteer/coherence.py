@@ -34,8 +34,8 @@ MAX_PERIOD = 16
 LOOP_MIN_TOKENS = 12
 MAX_NEW_TOKENS = 48
 N_PROMPTS = 16
-MAX_REPEAT_RATE = 0.5
-MIN_LOGLIK = -6.0
+MAX_REPEAT_RATE = 0.45
+MIN_LOGLIK = -2.5
 FLAG_SHARE = 0.25
 SUMMARY_KEYS = ("repeated_ngram_rate", "distinct_ratio", "ends_in_loop", "loglik_base", "degenerate")
 

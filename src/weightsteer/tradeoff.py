@@ -18,6 +18,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from . import coherence  # noqa: E402
+from .atomic import read_jsonl  # noqa: E402
+from .calibrate import load_calibration  # noqa: E402
 from .coherence import flag_cell  # noqa: E402
 from .plots import _save  # noqa: E402
 
@@ -28,10 +31,33 @@ def load_costs(root: Path, methods: list[str]) -> dict[str, list[dict]]:
     """method -> cost summaries (one per dose, lowest first; a prompt baseline's single one first)."""
     found = {}
     for method in methods:
-        costs = [json.loads(p.read_text()) for p in sorted((root / method).glob("**/eval/cost.json"))]
+        costs = []
+        for path in sorted((root / method).glob("**/eval/cost.json")):
+            cost = json.loads(path.read_text())
+            rejudge_coherence(cost, path.parent, root)
+            calibration = path.parent.parent / "calibration.json"  # whether each side's search converged
+            if calibration.exists():
+                for side, result in load_calibration(calibration).items():
+                    if side in cost["sides"]:
+                        cost["sides"][side]["converged"] = result.converged
+            costs.append(cost)
         if costs:
             found[method] = sorted(costs, key=lambda c: c["target_kl"] if c["target_kl"] is not None else -1.0)
     return found
+
+
+def rejudge_coherence(cost: dict, eval_dir: Path, root: Path) -> None:
+    """Replace each side's coherence summary by one of its kept rows under the current thresholds
+    (coherence.judge), so flags written by an older version agree with the rest of the table."""
+    base_path = root / "base" / "coherence.rows.jsonl"
+    if not base_path.exists():
+        return
+    base = read_jsonl(base_path)
+    cost["base"]["coherence"] = coherence.summarise(base)
+    for side, data in cost["sides"].items():
+        rows_path = eval_dir / f"coherence.{side}.rows.jsonl"
+        if rows_path.exists():
+            data["coherence"] = coherence.summarise(read_jsonl(rows_path), base_rows=base)
 
 
 def probe_shift(probe_by_method: dict[str, list[dict]] | None, method: str, target_kl, side: str) -> dict | None:
@@ -50,7 +76,7 @@ def points(costs: dict[str, list[dict]], probe_by_method) -> list[dict]:
             for side, data in cost["sides"].items():
                 numbers = data["numbers"]
                 out.append({"method": method, "kind": cost.get("kind"), "dose": cost["target_kl"], "side": side,
-                            "coef": data.get("coef"), "kl": data.get("kl"),
+                            "coef": data.get("coef"), "kl": data.get("kl"), "converged": data.get("converged", True),
                             "shift": probe_shift(probe_by_method, method, cost["target_kl"], side),
                             "acc": numbers["mmlu_acc"], "acc_shift": numbers["mmlu_shift"],
                             "logp_shift": numbers["mmlu_logp_shift"], "coherence": data["coherence"]})
@@ -76,7 +102,7 @@ def tradeoff_table(costs: dict[str, list[dict]], probe_by_method, probe_name: st
     for p in points(costs, probe_by_method):
         lines.append("| " + " | ".join([
             p["method"], "n/a" if p["dose"] is None else f"{p['dose']:g}", SIGN[p["side"]] if p["coef"] is not None
-            else "n/a", "n/a" if p["coef"] is None else f"{p['coef']:+.3g}",
+            else "n/a", "n/a" if p["coef"] is None else f"{p['coef']:+.3g}" + ("" if p["converged"] else " ✗"),
             "n/a" if p["kl"] is None else f"{p['kl']:.2f}", _ci(p["shift"], "+.2f"), _ci(p["acc"], ".3f"),
             _ci(p["acc_shift"], "+.3f"), _ci(p["logp_shift"], "+.3f"), flag_cell(p["coherence"])]) + " |")
     thresholds = base["coherence"]["thresholds"]
@@ -86,7 +112,7 @@ def tradeoff_table(costs: dict[str, list[dict]], probe_by_method, probe_name: st
               f"the four letters. Coherence: degenerate greedy continuations of {base['coherence']['n']} prompts "
               f"(loop at the end, repeated 3-gram rate >= {thresholds['max_repeat_rate']}, or mean log-likelihood "
               f"under the unsteered model < {thresholds['min_loglik']}); ⚠ when at least "
-              f"{thresholds['flag_share']:.0%} are."]
+              f"{thresholds['flag_share']:.0%} are. ✗: the coefficient's search did not reach the KL tolerance."]
     return lines
 
 
