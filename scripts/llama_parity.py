@@ -35,7 +35,7 @@ def reference(args) -> None:
     model, tokenizer = ws.load_model(args.model)
     delta = ws.WeightDelta.load(args.delta)
     delta.check_fits(model)
-    questions = list(calibration_questions())[:N_PROMPTS]
+    questions = list(calibration_questions())[:args.prompts]
     texts = [chat.render(tokenizer, chat.messages(q)) for q in questions]
     ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
     alphas = [float(a) for a in args.alphas.split(",")]
@@ -70,7 +70,8 @@ def llama_logprobs(base: str, prompts: list[list[int]], adapter: str | None, sca
     from llama_cpp import Llama
 
     kwargs = {"lora_path": adapter, "lora_scale": scale} if adapter else {}
-    llm = Llama(model_path=base, n_ctx=1024, n_threads=threads, n_batch=512, verbose=False, **kwargs)
+    llm = Llama(model_path=base, n_ctx=1024, n_threads=threads, n_batch=512, logits_all=True, verbose=False,
+                **kwargs)
     rows = []
     for tokens in prompts:
         llm.reset()
@@ -144,6 +145,7 @@ def main() -> int:
     p.add_argument("--delta", required=True)
     p.add_argument("--model", default="smollm2-135m")
     p.add_argument("--alphas", required=True, help="comma list of alphas to steer at")
+    p.add_argument("--prompts", type=int, default=N_PROMPTS, help=f"the first N calibration questions ({N_PROMPTS})")
     p.add_argument("--out", required=True, help=".npz file to write")
     p = sub.add_parser("compare")
     p.add_argument("--reference", required=True)

@@ -8,14 +8,15 @@
 # (made first with `weightsteer run --behavior mood --adapter lora --target-kl 1` when it is missing,
 # which takes a while). Its calibrated alphas (kl-*/calibration.json beside it; else ALPHAS="a,b")
 # are exported as adapter GGUFs, the base model as an f32 GGUF, both loaded in llama.cpp, and
-# the next-token distributions compared with weightsteer's on 20 fixed prompts: the +alpha and the
+# the next-token distributions compared with weightsteer's on 20 fixed prompts (PROMPTS): the +alpha and the
 # -alpha adapter at scale 1, and the +alpha adapter at scale -1 (which must give -alpha); an f16
 # base GGUF (and, for the embedded model, its original Q4_1 file) are compared unsteered too.
 # Exits non-zero when a KL(weightsteer || llama.cpp) mean is above 1e-3 nats or not 100x below
 # the steering effect.
 #
 # Environment: PY (the project's python, default .venv/bin/python), MODEL (default smollm2-135m),
-# WORK (default out/llama-parity), LLAMA_VENV (default ~/.cache/weightsteer/llama-venv), THREADS.
+# WORK (default out/llama-parity), LLAMA_VENV (default ~/.cache/weightsteer/llama-venv), THREADS,
+# PROMPTS (how many of the fixed prompts, default 20; fewer on a slow machine).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -75,7 +76,7 @@ ws export --delta "$DELTA" --model "$MODEL" --alpha "$NEG" --format gguf --out "
 
 # 5. weightsteer's distributions, then llama.cpp's and the comparison
 "$PY" scripts/llama_parity.py reference --delta "$DELTA" --model "$MODEL" --alphas "$POS,$NEG,$NEGPOS" \
-  --out "$WORK/reference.npz"
+  --prompts "${PROMPTS:-20}" --out "$WORK/reference.npz"
 "$LLAMA_VENV/bin/python" scripts/llama_parity.py compare --reference "$WORK/reference.npz" \
   --base "$WORK/base-f32.gguf" --threads "${THREADS:-2}" --json "$WORK/parity.json" \
   --base-also "$WORK/base-f16.gguf" ${ORIGINAL:+--base-also "$ORIGINAL"} \
