@@ -69,6 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         quiet_libraries()
         args = parse_args(argv)
+        from .threads import choose_threads
+
+        choose_threads()  # silent: bad input must still get exactly one line on stderr
         args.func(args)
     except WeightsteerError as err:
         print(f"weightsteer: error: {err}", file=sys.stderr)
