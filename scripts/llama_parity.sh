@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Does llama.cpp serve weightsteer's GGUF exports the way weightsteer steers? Not part of CI: the
-# first run builds llama-cpp-python from source (10-30 min on 2 cores); later runs take minutes.
+# first run builds llama-cpp-python from source (an hour on a busy 2-core machine); later runs take
+# about ten minutes.
 #
 #   bash scripts/llama_parity.sh [DELTA]
 #
