@@ -1,0 +1,64 @@
+"""The before/after table of one direction, before vs after: CPU and wall time, and whether the outputs match.
+
+    python benchmarks/bench_table.py --before OLD/src --after src --delta D.safetensors --alphas=-4.3,0,6.86
+
+For each version (its src on PYTHONPATH, one process each, both at the same time, fresh reference
+folders so every row is scored): `showcase` of the behaviour's probe at the given alphas. Prints
+each version's CPU and wall time, the ratio, and whether the greedy answers and every probe number
+are the same.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+CHILD = r'''
+import json, sys, time
+from pathlib import Path
+import weightsteer as ws
+from weightsteer.behaviours import load_behaviour
+from weightsteer.results import References
+from weightsteer.showcase import showcase
+from weightsteer.stages import file_hash
+delta_path, behaviour, alphas, out = Path(sys.argv[1]), sys.argv[2], [float(a) for a in sys.argv[3].split(",")], Path(sys.argv[4])
+model, tok = ws.load_model("smollm2-135m")
+delta = ws.WeightDelta.load(delta_path)
+b = load_behaviour(behaviour)
+refs = References(model, tok, out, b, log=lambda *a: None)
+t, c = time.time(), time.process_time()
+r = showcase(model, tok, delta, b, refs, out, file_hash(delta_path), benches=[(b.probe, b.probe.load())],
+             alphas=alphas, log=lambda *a: None)
+print(json.dumps({"cpu": time.process_time() - c, "wall": time.time() - t, "probes": r["probes"], "answers": r["answers"]}))
+'''
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--before", required=True)
+    parser.add_argument("--after", default=str(Path(__file__).resolve().parents[1] / "src"))
+    parser.add_argument("--delta", required=True)
+    parser.add_argument("--behaviour", default="mood")
+    parser.add_argument("--alphas", default="-1,0,1")
+    args = parser.parse_args()
+    load = "/".join(f"{x:.1f}" for x in os.getloadavg())
+    work = Path(tempfile.mkdtemp(prefix="weightsteer-bench-table-"))
+    procs = {name: subprocess.Popen([sys.executable, "-c", CHILD, args.delta, args.behaviour, args.alphas,
+                                     str(work / name)], stdout=subprocess.PIPE, text=True,
+                                    env={**os.environ, "PYTHONPATH": str(Path(src).resolve()), "OMP_NUM_THREADS": "1"})
+             for name, src in (("before", args.before), ("after", args.after))}
+    out = {name: json.loads(p.communicate()[0].strip().splitlines()[-1]) for name, p in procs.items()}
+    b, a = out["before"], out["after"]
+    print(f"load average {load} at the start, {'/'.join(f'{x:.1f}' for x in os.getloadavg())} at the end")
+    print(f"CPU time {b['cpu']:.1f} s -> {a['cpu']:.1f} s ({b['cpu'] / a['cpu']:.2f}x); "
+          f"wall time {b['wall']:.0f} s -> {a['wall']:.0f} s ({b['wall'] / a['wall']:.2f}x)")
+    print(f"same answers: {b['answers'] == a['answers']}; same probe numbers: {b['probes'] == a['probes']}")
+
+
+if __name__ == "__main__":
+    main()
