@@ -1,7 +1,9 @@
 """data -> train (pos, neg) -> dW, as resumable stages in the run folder.
 
 Layout (DESIGN.md): out/<model>/<behaviour>/data.jsonl is shared by every method of a behaviour;
-out/<model>/<behaviour>/<method>/ holds adapters/pos, adapters/neg and delta.safetensors. The data
+out/<model>/<behaviour>/<method>/ holds adapters/pos, adapters/neg and delta.safetensors. That is
+seed 0; seed s > 0 has the same layout in the sibling folder out/<model>/<behaviour>-seed<s>/, with
+its own data (sampled with seed s) and its own adapters (initialised and shuffled with seed s). The data
 are sampled under the behaviour's personas or, when the behaviour names a contrastive data file
 (`--data`), read from it; either way the stamp records what they came from, so a changed persona or
 data file rebuilds them and everything after.
@@ -37,12 +39,17 @@ class DataSettings:
     batch_size: int = 16
 
 
-def behaviour_dir(out_root: Path, model, behaviour: Behaviour) -> Path:
-    return Path(out_root) / model_label(model) / behaviour.name
+def seed_folder_name(behaviour_name: str, seed: int = 0) -> str:
+    """Seed 0 keeps the plain behaviour folder (the runs made before seeds existed); seed s > 0 gets a sibling."""
+    return behaviour_name if seed == 0 else f"{behaviour_name}-seed{seed}"
 
 
-def method_dir(out_root: Path, model, behaviour: Behaviour, method: str) -> Path:
-    return behaviour_dir(out_root, model, behaviour) / method
+def behaviour_dir(out_root: Path, model, behaviour: Behaviour, seed: int = 0) -> Path:
+    return Path(out_root) / model_label(model) / seed_folder_name(behaviour.name, seed)
+
+
+def method_dir(out_root: Path, model, behaviour: Behaviour, method: str, seed: int = 0) -> Path:
+    return behaviour_dir(out_root, model, behaviour, seed) / method
 
 
 def data_inputs(model, behaviour: Behaviour, data: DataSettings) -> tuple[dict, list[dict] | None]:
@@ -59,7 +66,7 @@ def data_inputs(model, behaviour: Behaviour, data: DataSettings) -> tuple[dict, 
 
 
 def build_data(model, tokenizer, behaviour: Behaviour, out_root: Path, data: DataSettings, log=print) -> Path:
-    path = behaviour_dir(out_root, model, behaviour) / "data.jsonl"
+    path = behaviour_dir(out_root, model, behaviour, data.seed) / "data.jsonl"
     inputs, given = data_inputs(model, behaviour, data)
 
     def build(out: Path) -> None:
@@ -86,7 +93,7 @@ def build_direction(model, tokenizer, behaviour: Behaviour, method: str, out_roo
     train = replace(train, method=method) if train else TrainConfig(method=method)
     data_path = build_data(model, tokenizer, behaviour, out_root, data, log)
     rows = read_jsonl(data_path)
-    run = method_dir(out_root, model, behaviour, method)
+    run = method_dir(out_root, model, behaviour, method, data.seed)
     for side in ("pos", "neg"):
         side_rows = [r for r in rows if r["side"] == side]
         inputs = {"data": file_hash(data_path), "train": asdict(train)}

@@ -16,6 +16,7 @@ The shift is applied at every position, prompt and generated tokens alike.
 from __future__ import annotations
 
 import functools
+import random
 from dataclasses import dataclass, field
 
 import torch
@@ -126,17 +127,27 @@ def output_weight(model, layer: int) -> torch.Tensor:
                            f"{type(model).__name__} has none")
 
 
+def fit_questions(behaviour: Behaviour, n_questions: int, seed: int) -> list[str]:
+    pool = list(behaviour.questions)
+    if seed == 0:
+        return pool[:n_questions]
+    return random.Random(seed).sample(pool, min(n_questions, len(pool)))
+
+
 def fit_activation_method(name: str, model, tokenizer, behaviour: Behaviour, n_personas: int = 1,
                           n_questions: int = 64, span: tuple[float, float] = (0.25, 0.75), *,
                           tau: float = TAU, k: int = 4, seed: int = 0) -> ActivationSteering:
     """Fit one activation-steering method on the behaviour's persona pairs and training questions.
 
     The questions are the behaviour's training questions (the general question pool, or for
-    sycophancy the claim prompts the adapters are trained on), the first `n_questions` of them.
+    sycophancy the claim prompts the adapters are trained on): the first `n_questions` of them for
+    seed 0, a sample drawn with the seed otherwise, so that each seed of a sweep fits on its own data
+    as its adapters train on their own. (A pool no larger than n_questions is used whole by every
+    seed; then only topk_clusters' k-means differs between seeds.)
     """
     if name not in ACTIVATION_METHODS:
         raise WeightsteerError(f"unknown activation method '{name}': choose one of {', '.join(ACTIVATION_METHODS)}")
-    questions = list(behaviour.questions[:n_questions])
+    questions = fit_questions(behaviour, n_questions, seed)
     pairs = behaviour.persona_prompts(n_personas)
     layers = middle_layers(len(decoder_layers(model)), span)
 
@@ -162,6 +173,6 @@ def fit_activation_method(name: str, model, tokenizer, behaviour: Behaviour, n_p
         scales[layer] = float(torch.cat([p, n]).norm(dim=-1).median())
     options = {"topk_clusters": {"k": k, "seed": seed}, "sspace": {"fraction": directions.SSPACE_FRACTION}}
     meta = {"base_model": model_label(model), "fingerprint": model_fingerprint(model),
-            "behaviour": behaviour.name, "n_personas": n_personas, "n_questions": len(questions),
+            "behaviour": behaviour.name, "n_personas": n_personas, "n_questions": len(questions), "seed": seed,
             "span": list(span), **options.get(name, {})}
     return ActivationSteering(name, vectors=vectors, scales=scales, tau=tau, meta=meta)

@@ -31,7 +31,9 @@ def add_direction_args(p, *, default_method="lora"):
     p.add_argument("--rank", type=int, default=8)
     p.add_argument("--lr", type=float, default=None, help="default: per adapter type, see README")
     p.add_argument("--layers", default="0.25-0.75", help="span of depth to adapt (default 0.25-0.75)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", "--seed", dest="seeds", default="0",
+                   help="a seed, or a comma list such as 0,1,2: each seed samples its own data and trains its own "
+                        "adapters, in out/<model>/<behaviour>-seed<s>/ (seed 0: out/<model>/<behaviour>/)")
 
 
 def add_eval_args(p, *, evals_default: str, evals_help: str):
@@ -48,7 +50,19 @@ def data_dirs_from(args) -> dict:
             if getattr(args, flag[2:].replace("-", "_"))}
 
 
+def seeds_from(args) -> tuple[int, ...]:
+    try:
+        seeds = tuple(dict.fromkeys(int(part) for part in str(args.seeds).split(",") if part.strip()))
+    except ValueError:
+        seeds = ()
+    if not seeds or min(seeds) < 0:
+        raise WeightsteerError(f"--seeds takes non-negative integers, one or a comma list such as 0,1,2; "
+                               f"got {args.seeds!r}")
+    return seeds
+
+
 def settings_from(args):
+    """(data settings, train config) of the first seed; replace(..., seed=s) gives any other's."""
     from ..adapters import middle_layers
     from ..pipeline import DataSettings
     from ..train import TrainConfig
@@ -63,10 +77,11 @@ def settings_from(args):
             raise WeightsteerError(f"--{name.replace('_', '-')} must be at least 1")
     if getattr(args, "limit", None) is not None and args.limit < 1:
         raise WeightsteerError(f"--limit must be at least 1, got {args.limit}")
+    seed = seeds_from(args)[0]
     data = DataSettings(n_personas=args.n_personas, n_samples=args.n_samples, n_questions=args.n_questions,
-                        max_new_tokens=args.max_new_tokens, seed=args.seed)
+                        max_new_tokens=args.max_new_tokens, seed=seed)
     train = TrainConfig(method=args.adapter, rank=args.rank, lr=args.lr, steps=args.steps,
-                        layer_span=(lo, hi), seed=args.seed)
+                        layer_span=(lo, hi), seed=seed)
     return data, train
 
 

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from ..errors import WeightsteerError
+from ..executors import EXECUTORS
 from . import add_model, log
 from .run import (
     add_direction_args,
@@ -16,34 +17,60 @@ from .run import (
     benchmarks_from,
     check_tokenizer,
     data_dirs_from,
+    seeds_from,
     settings_from,
 )
+
+
+def make_executor(args):
+    """The executor of --executor, checked (and Ray imported) before the model loads."""
+    from ..executors import LocalExecutor
+
+    if args.executor == "local":
+        for flag in ("address", "gpus_per_task", "cpus_per_task"):
+            if getattr(args, flag) is not None:
+                raise WeightsteerError(f"--{flag.replace('_', '-')} is for the ray executor: add --executor ray")
+        return LocalExecutor(log)
+    from ..executors.ray import RayExecutor
+
+    for flag in ("gpus_per_task", "cpus_per_task"):
+        if getattr(args, flag) is not None and not getattr(args, flag) >= 0:
+            raise WeightsteerError(f"--{flag.replace('_', '-')} must be a number of at least 0")
+    if args.max_retries < 0:
+        raise WeightsteerError("--max-retries must be at least 0")
+    return RayExecutor(args.model, address=args.address, gpus_per_task=args.gpus_per_task,
+                       cpus_per_task=1.0 if args.cpus_per_task is None else args.cpus_per_task,
+                       max_retries=args.max_retries, log=log)
 
 
 def cmd_sweep(args) -> None:
     from ..doses import parse_doses
     from ..models import load_model
-    from ..sweep import Sweep, SweepSettings, parse_methods
+    from ..sweep import SweepSettings, parse_methods
+    from ..sweep_driver import SweepDriver
 
     methods = parse_methods(args.methods)
     data, train = settings_from(args)
+    seeds = seeds_from(args)
     doses = parse_doses(args.target_kl)
     behaviour = behaviour_from(args)
+    executor = make_executor(args)
     benches = benchmarks_from(args, behaviour)  # every benchmark's data read and checked up front
     settings = SweepSettings(behaviour, methods, tuple(b for b, _ in benches), doses, args.tol, args.limit,
                              data_dirs_from(args), pos_only=tuple(b for b in args.pos_only.split(",") if b),
                              n_calibration=args.n_calibration, data=data,
                              train={"steps": train.steps, "rank": train.rank, "lr": train.lr,
-                                    "layer_span": train.layer_span})
+                                    "layer_span": train.layer_span}, seeds=seeds)
     started = time.time()
     model, tokenizer = load_model(args.model)
     check_tokenizer(tokenizer, benches)
-    status = Sweep(model, tokenizer, settings, Path(args.out), log).run()
-    failed = [m for m in methods if not status.get(m, {}).get("ok")]
-    log(f"sweep finished in {time.time() - started:.0f} s: {len(methods) - len(failed)} methods ok"
+    items = {b.name: bench_items for b, bench_items in benches}
+    status = SweepDriver(model, tokenizer, settings, items, Path(args.out), log).run(executor)
+    failed = [str(u) for u, entry in status.items() if not entry.get("ok")]
+    log(f"sweep finished in {time.time() - started:.0f} s: {len(status) - len(failed)} of {len(status)} units ok"
         + (f", failed: {', '.join(failed)}" if failed else ""))
-    if failed and len(failed) == len(methods):
-        raise WeightsteerError("every method failed: see the messages above and sweep.json")
+    if failed and len(failed) == len(status):
+        raise WeightsteerError("every unit failed: see the messages above and sweep.json")
 
 
 def cmd_report(args) -> None:
@@ -96,6 +123,13 @@ def register(sub) -> None:
     p.add_argument("--tol", type=float, default=0.05)
     p.add_argument("--pos-only", default="", help="benchmarks to score at +C only, e.g. tinymfv (halves their cost)")
     p.add_argument("--n-calibration", type=int, default=None, help="calibration prompts (default: all 40)")
+    p.add_argument("--executor", default="local", choices=EXECUTORS,
+                   help="local: every unit in this process (default); ray: each unit a Ray task (docs/distributed.md)")
+    p.add_argument("--address", default=None,
+                   help="ray: the cluster to join ('auto', or ray://host:10001); default: start a local Ray instance")
+    p.add_argument("--gpus-per-task", type=float, default=None, help="ray: GPUs per unit (default 1 with CUDA, else 0)")
+    p.add_argument("--cpus-per-task", type=float, default=None, help="ray: CPUs per unit (default 1)")
+    p.add_argument("--max-retries", type=int, default=2, help="ray: retries of a unit whose worker died (default 2)")
     p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("headroom", help="how far each behaviour's probe moves under the POS vs NEG persona prompt")
