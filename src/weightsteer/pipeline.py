@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -42,6 +43,16 @@ class DataSettings:
 def seed_folder_name(behaviour_name: str, seed: int = 0) -> str:
     """Seed 0 keeps the plain behaviour folder (the runs made before seeds existed); seed s > 0 gets a sibling."""
     return behaviour_name if seed == 0 else f"{behaviour_name}-seed{seed}"
+
+
+def seed_folders(model_root: Path, behaviour_name: str) -> dict[int, Path]:
+    """{seed: folder} of every seed of a behaviour that has a folder under out/<model>/, lowest seed first."""
+    found = {}
+    for path in Path(model_root).glob(f"{behaviour_name}*"):
+        match = re.fullmatch(re.escape(behaviour_name) + r"(?:-seed([1-9]\d*))?", path.name)
+        if match and path.is_dir():
+            found[int(match.group(1) or 0)] = path
+    return dict(sorted(found.items()))
 
 
 def behaviour_dir(out_root: Path, model, behaviour: Behaviour, seed: int = 0) -> Path:
