@@ -53,3 +53,25 @@ def across_seed_table(runs: dict[int, dict[str, list[dict]]]) -> list[str]:
         cells += [f"{shifts[s]['mean']:+.3f}" if s in shifts else "" for s in seeds]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
+
+
+def showcase_spread(results: dict[int, dict]) -> list[str]:
+    """`run --seeds`: each probe's headline at the lowest and highest alpha of each seed's table (the
+    calibrated -C and +C with --target-kl), and the distance between them, as mean ± across-seed SD."""
+    lines = [f"\n== across {len(results)} seeds (mean ± SD; seeds {', '.join(map(str, results))})"]
+    first = next(iter(results.values()))
+    for name in first["probes"]:
+        ends = {"low": [], "high": [], "moved": []}
+        for result in results.values():
+            by_alpha = result["probes"][name]["by_alpha"]
+            low, high = (by_alpha[str(a)]["stat"]["mean"] for a in (result["alphas"][0], result["alphas"][-1]))
+            if low is not None and high is not None:
+                ends["low"].append(low)
+                ends["high"].append(high)
+                ends["moved"].append(high - low)
+        if not ends["moved"]:
+            lines.append(f"{name}: n/a")
+            continue
+        lines.append(f"{name}: at the lowest alpha {cell(ends['low'], '+.2f', '.2f')}, at the highest "
+                     f"{cell(ends['high'], '+.2f', '.2f')}; steering moved it {cell(ends['moved'], '+.2f', '.2f')}")
+    return lines

@@ -82,9 +82,6 @@ def train_adapter(model, tokenizer, rows: list[dict], out_dir, cfg: TrainConfig,
     layers = middle_layers(len(decoder_layers(model)), cfg.layer_span)
     targets = target_module_names(model, layers, cfg.modules)
     saved = {name: model.get_submodule(name).weight.detach().clone() for name in targets}
-    # PEFT freezes every base parameter; the flags are restored too, because CPU kernels take another
-    # path for frozen weights and score a later method ~1e-6 differently than a fresh model would
-    trainable = {name: p.requires_grad for name, p in model.named_parameters()}
     examples = [tokenize_example(tokenizer, r["prompt"], r["response"], cfg.max_length) for r in rows]
     device = next(model.parameters()).device
 
@@ -114,7 +111,5 @@ def train_adapter(model, tokenizer, rows: list[dict], out_dir, cfg: TrainConfig,
         with torch.no_grad():
             for name, weight in saved.items():
                 model.get_submodule(name).weight.copy_(weight)
-            for name, p in model.named_parameters():
-                p.requires_grad_(trainable[name])
         model.eval()
     return losses

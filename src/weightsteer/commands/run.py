@@ -117,6 +117,9 @@ def check_tokenizer(tokenizer, benches) -> None:
 
 
 def cmd_run(args) -> None:
+    from dataclasses import replace
+
+    from ..across_seeds import showcase_spread
     from ..doses import calibrate_dose, parse_doses
     from ..methods import WeightSteering
     from ..models import load_model
@@ -126,25 +129,35 @@ def cmd_run(args) -> None:
     from ..stages import file_hash
 
     data, train = settings_from(args)
+    seeds = seeds_from(args)
     doses = parse_doses(args.target_kl) if args.target_kl is not None else ()
     behaviour = behaviour_from(args)
     benches = benchmarks_from(args, behaviour)
     started = time.time()
     model, tokenizer = load_model(args.model)
     check_tokenizer(tokenizer, benches)
-    run, delta = build_direction(model, tokenizer, behaviour, args.adapter, Path(args.out), data, train, log)
-    log(f"[delta] {delta} in {run / 'delta.safetensors'}")
-    source = file_hash(run / "delta.safetensors")
-    alphas, kls = (-1.0, 0.0, 1.0), None
-    if doses:
-        method = WeightSteering(delta.meta.get("method", "weight"), delta=delta)
-        prompts = behaviour.calibration[:N_RUN_CALIBRATION]
-        cals = [calibrate_dose(model, tokenizer, method, source, prompts, run, dose, log=log) for dose in doses]
-        points = sorted([(c[side].coef, c[side].kl) for c in cals for side in ("pos", "neg")] + [(0.0, 0.0)])
-        alphas, kls = tuple(a for a, _ in points), tuple(k for _, k in points)
     refs = References(model, tokenizer, args.out, behaviour, log=log)
-    showcase(model, tokenizer, delta, behaviour, refs, run, source, benches=benches, alphas=alphas, kls=kls, log=print)
-    log(f"done in {time.time() - started:.0f} s; run folder {run}")
+    results = {}
+    for seed in seeds:  # each seed: its own data, adapters and calibration, in its own folder
+        run, delta = build_direction(model, tokenizer, behaviour, args.adapter, Path(args.out),
+                                     replace(data, seed=seed), replace(train, seed=seed), log)
+        log(f"[delta] {delta} in {run / 'delta.safetensors'}")
+        source = file_hash(run / "delta.safetensors")
+        alphas, kls = (-1.0, 0.0, 1.0), None
+        if doses:
+            method = WeightSteering(delta.meta.get("method", "weight"), delta=delta)
+            prompts = behaviour.calibration[:N_RUN_CALIBRATION]
+            cals = [calibrate_dose(model, tokenizer, method, source, prompts, run, dose, log=log) for dose in doses]
+            points = sorted([(c[side].coef, c[side].kl) for c in cals for side in ("pos", "neg")] + [(0.0, 0.0)])
+            alphas, kls = tuple(a for a, _ in points), tuple(k for _, k in points)
+        if len(seeds) > 1:
+            print(f"\n#### seed {seed}")
+        results[seed] = showcase(model, tokenizer, delta, behaviour, refs, run, source, benches=benches,
+                                 alphas=alphas, kls=kls, log=print)
+        log(f"seed {seed} done; run folder {run}")
+    if len(seeds) > 1:
+        print("\n".join(showcase_spread(results)))
+    log(f"done in {time.time() - started:.0f} s")
 
 
 def cmd_smoke(args) -> None:
