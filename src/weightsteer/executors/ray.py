@@ -62,6 +62,16 @@ def default_gpus() -> float:
     return 1.0 if torch.cuda.is_available() else 0.0
 
 
+def release_gpu(model) -> None:
+    """The units run on workers: the driver's copy of the model (kept for its shared work) leaves the
+    GPU, so that a one-GPU machine can run a unit beside the driver."""
+    import torch
+
+    if next(model.parameters()).is_cuda:
+        model.to("cpu")
+        torch.cuda.empty_cache()
+
+
 class RayExecutor:
     def __init__(self, model_name: str, *, address: str | None = None, gpus_per_task: float | None = None,
                  cpus_per_task: float = 1.0, max_retries: int = 2, log=print):
@@ -85,6 +95,7 @@ class RayExecutor:
 
         ray = self.ray
         self.connect()
+        release_gpu(work.model)
         threads = max(1, int(self.cpus))
         task = ray.remote(run_unit_task).options(
             num_cpus=self.cpus, num_gpus=self.gpus, max_retries=self.max_retries, retry_exceptions=False,
