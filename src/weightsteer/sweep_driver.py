@@ -88,9 +88,11 @@ class SweepDriver:
         if result.files is not None:  # made in another folder (a Ray worker): written here as locally
             write_outputs(self.out_root, result.files, result.removed)
         self.append_timings(unit.seed, result.timings)
-        outcome = {**result.outcome(), **({"key": key} if result.ok else {})}
         # read again just before writing: sweeps of other methods may share this folder
-        write_json(self.work.folder(unit.seed) / "sweep.json", {**self.status(unit.seed), unit.method: outcome})
+        status = {**self.status(unit.seed), unit.method: {**result.outcome(), **({"key": key} if result.ok else {})}}
+        # in the sweep's method order whatever order units finish in (the report lists methods so)
+        order = sorted(status, key=lambda m: self.s.methods.index(m) if m in self.s.methods else -1)
+        write_json(self.work.folder(unit.seed) / "sweep.json", {m: status[m] for m in order})
 
     # ---- the sweep -------------------------------------------------------------------------------
     def run(self, executor) -> dict[Unit, dict]:
