@@ -79,22 +79,28 @@ class RayExecutor:
         self.model_name, self.address, self.log = model_name, address, log
         self.gpus = default_gpus() if gpus_per_task is None else gpus_per_task
         self.cpus, self.max_retries = cpus_per_task, max_retries
+        self.connect()  # before the model loads: a wrong address is found out at once
 
     def connect(self) -> None:
         ray = self.ray
         if ray.is_initialized():  # a caller (or a test) connected already
             return
-        if self.address:
-            ray.init(address=self.address, log_to_driver=True)
-        else:
-            ray.init(include_dashboard=False, log_to_driver=True)
+        try:
+            if self.address:
+                ray.init(address=self.address, log_to_driver=True)
+            else:
+                ray.init(include_dashboard=False, log_to_driver=True)
+        except (ConnectionError, RuntimeError, ValueError) as err:
+            where = f"the Ray cluster at '{self.address}'" if self.address else "a local Ray instance"
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise WeightsteerError(f"could not start or join {where}: {first}; check --address (a running "
+                                   "cluster's 'auto' or ray://HEAD:10001) or leave it out") from None
         self.log(f"[ray] {ray.cluster_resources()}")
 
     def run(self, work, units, submitted, finished) -> None:
         from ..sweep import UnitResult
 
         ray = self.ray
-        self.connect()
         release_gpu(work.model)
         threads = max(1, int(self.cpus))
         task = ray.remote(run_unit_task).options(
