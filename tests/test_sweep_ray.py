@@ -60,7 +60,7 @@ def unit_workers() -> list[int]:
 class WorkerKiller(threading.Thread):
     """Kills the first Ray worker seen running a unit, once, after it has run for `after` seconds."""
 
-    def __init__(self, after: float = 2.0):
+    def __init__(self, after: float = 0.5):
         super().__init__(daemon=True)
         self.after, self.killed, self.stop = after, [], threading.Event()
 
