@@ -40,13 +40,12 @@ class SweepDriver:
         """What units share, made once before any unit: each seed's data (weight methods train on
         it), the unsteered rows and the POS/NEG persona rows (the headroom; also the prompt baseline)."""
         w = self.work
-        w.timings = []
         if any(m in WEIGHT_METHODS for m in self.s.methods):
             for seed in self.s.seeds:
                 started = time.time()
                 build_data(w.model, w.tokenizer, w.behaviour, self.out_root, w.data_settings(seed), self.log)
-                w.timings.append({"method": "data", "stage": f"data seed {seed}",
-                                  "seconds": round(time.time() - started, 2)})
+                self.append_timings(seed, [{"method": "data", "stage": "data", "seconds": round(time.time() - started, 2)}])
+        w.timings = []  # the scoring References does, as it reports it
         for bench in w.benches:
             w.refs.base_rows(bench, w.items[bench.name])
             w.refs.headroom(bench, w.items[bench.name])
