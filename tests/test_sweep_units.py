@@ -9,7 +9,7 @@ from weightsteer.across_seeds import across_seed_table, spread
 from weightsteer.behaviours import load_behaviour
 from weightsteer.cli import main
 from weightsteer.executors.files import changes, pack, unpack, write_outputs
-from weightsteer.pipeline import seed_folder_name, seed_folders
+from weightsteer.pipeline import behaviour_dir, seed_folder_name, seed_folders
 from weightsteer.sweep import SweepSettings, Unit, sweep_units
 
 
@@ -96,3 +96,28 @@ def test_ray_executor_without_ray_says_how_to_install(monkeypatch, capsys):
     err = capsys.readouterr().err.strip()
     assert err == ('weightsteer: error: the ray executor needs Ray, which is not installed: '
                    'pip install "weightsteer[ray]"')
+
+
+def test_unit_key_follows_what_decides_a_unit_and_not_which_other_seeds_run(tiny_llama, tmp_path):
+    from dataclasses import replace
+
+    from weightsteer.sweep_driver import SweepDriver
+
+    model, tokenizer = tiny_llama
+    mood = load_behaviour("mood")
+    items = {"mood": mood.probe.load(None, 4)}
+    base = SweepSettings(mood, methods=("lora", "mean_diff"), seeds=(0, 1), train={"steps": 2})
+
+    def key(settings, unit):
+        return SweepDriver(model, tokenizer, settings, items, tmp_path).unit_key(unit)
+
+    lora1 = key(base, Unit("lora", 1))
+    assert key(replace(base, seeds=(1,), methods=("lora",)), Unit("lora", 1)) == lora1
+    assert len({lora1, key(base, Unit("lora", 0)), key(base, Unit("mean_diff", 1)),
+                key(replace(base, train={"steps": 3}), Unit("lora", 1)),
+                key(replace(base, target_kls=(0.5, 1.0)), Unit("lora", 1))}) == 5
+    data = behaviour_dir(tmp_path, model, mood, 1) / "data.jsonl"
+    data.parent.mkdir(parents=True)
+    data.write_text('{"side": "pos"}\n')
+    assert key(base, Unit("lora", 1)) != lora1  # the seed's data is a shared input of its weight units
+    assert key(base, Unit("mean_diff", 1)) == key(replace(base, seeds=(1,)), Unit("mean_diff", 1))
