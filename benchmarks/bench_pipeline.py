@@ -18,8 +18,11 @@ from _common import Row, log
 
 import weightsteer as ws
 from weightsteer import pipeline
+from weightsteer.behaviours import load_behaviour
 from weightsteer.evals import tinymfv
+from weightsteer.results import References
 from weightsteer.showcase import showcase
+from weightsteer.stages import file_hash
 from weightsteer.train import TrainConfig
 
 TARGET_S = 300.0
@@ -50,13 +53,16 @@ def measure(quick: bool, work: str) -> dict:
 
     data = pipeline.DataSettings(n_samples=8, n_questions=4, max_new_tokens=12, batch_size=8) if quick else None
     train = TrainConfig(method="lora", steps=3, lr=1e-2) if quick else None
+    behaviour = load_behaviour("honesty")
     pipeline.run_stage = timed_stage
     try:
-        run, delta = pipeline.build_direction(model, tokenizer, "honesty", "lora", Path(work), data, train, quiet)
+        run, delta = pipeline.build_direction(model, tokenizer, behaviour, "lora", Path(work), data, train, quiet)
     finally:
         pipeline.run_stage = run_stage
     t = time.perf_counter()
-    showcase(model, tokenizer, delta, "honesty", run / "showcase.json", answer_tokens=8 if quick else 48,
+    refs = References(model, tokenizer, Path(work), behaviour, log=quiet)
+    showcase(model, tokenizer, delta, behaviour, refs, run, file_hash(run / "delta.safetensors"),
+             benches=[(behaviour.probe, behaviour.probe.load())], answer_tokens=8 if quick else 48,
              log=lambda *a: None)
     times["showcase"] = time.perf_counter() - t
     t = time.perf_counter()

@@ -6,7 +6,8 @@ first), the batched loop with full logits (what logits_to_keep=1 saves), and a p
 runs the prompts' common token prefix (the chat template's system prompt) once and reuses its KV
 cache for every batch. Achieved FLOP/s is 2 * params * tokens (body on every real token, LM head on
 each position whose logits are computed; attention scores are left out: about 3% at these lengths),
-over the float32 matmul peak measured in the same process.
+over the float32 matmul peak measured in the same process: that fraction is the headline (target
+above 0.8); the loop is context, not a target.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import weightsteer as ws
 from weightsteer import chat
 from weightsteer.evals import scoring, tinymfv
 
-TARGET = 3.0
+TARGET_PEAK = 0.8  # the batched path's FLOP/s as a fraction of the float32 matmul peak (issue 16)
 # the same copy the tests read (tests/conftest.py): the hub is not reachable from here
 DATA_DIR = Path(os.environ.get("WEIGHTSTEER_TINY_MFV", Path(__file__).resolve().parents[2] / "shared" / "data" / "tiny-mfv"))
 
@@ -181,7 +182,7 @@ def run(quick: bool) -> list[dict]:
     saved_prefix = 1 - m["t_prefix"] / m["t_keep1"]
     return [vars(r) for r in [
         Row(f"4 tiny-mfv: batched score vs one-at-a-time loop ({n} prompts/s)", size, f"{per_s['t_score']:.1f}",
-            f"{per_s['t_loop']:.1f}", speedup, f">= {TARGET:g}x", speedup >= TARGET,
+            f"{per_s['t_loop']:.1f}", speedup, "-", None,
             f"same log-probs: max |diff| {m['max_abs_diff_loop']:.1e}"),
         Row("4 tiny-mfv: logits_to_keep=1 vs full logits, batched (prompts/s)", size, f"{per_s['t_keep1']:.1f}",
             f"{per_s['t_full']:.1f}", per_s["t_keep1"] / per_s["t_full"], "-", None),
@@ -190,7 +191,8 @@ def run(quick: bool) -> list[dict]:
             f"prefix {m['prefix_tokens']} of {m['mean_tokens']:.0f} tokens per prompt; saves {saved_prefix:.0%}; "
             f"max |diff| {m['max_abs_diff_prefix']:.1e}"),
         Row("4 tiny-mfv: achieved FLOP/s of batched score vs fp32 matmul peak", size,
-            f"{achieved / 1e9:.0f} GFLOP/s", f"{m['peak'] / 1e9:.0f} GFLOP/s", achieved / m["peak"], "-", None,
+            f"{achieved / 1e9:.0f} GFLOP/s", f"{m['peak'] / 1e9:.0f} GFLOP/s", achieved / m["peak"],
+            f"> {TARGET_PEAK:g}", achieved / m["peak"] > TARGET_PEAK,
             f"bf16 matmul peak here: {m['peak_bf16'] / 1e9:.0f} GFLOP/s (AMX)"),
         Row("4 machine: forward 16x128, 2 threads vs 1 thread (s)", size, fmt_s(m["forward_2"]),
             fmt_s(m["forward_1"]), m["forward_1"] / m["forward_2"], "-", None,

@@ -12,6 +12,7 @@ from weightsteer.behaviours import calibration_questions, load_behaviour
 from weightsteer.calibrate import (
     CalibrationResult,
     calibrate,
+    calibrate_both_signs,
     kl_p95,
     load_calibration,
     save_calibration,
@@ -70,6 +71,19 @@ def test_kl_p95_matches_a_direct_computation(varied_tiny):
     assert kl_p95(model, tok, method, 0.0, QUESTIONS, T) == 0.0
 
 
+def test_the_cached_base_prompts_give_the_same_kls_at_every_evaluation(varied_tiny, tmp_path):
+    from weightsteer.calibrate import encode_prompts, token_kls
+
+    model, tok = varied_tiny
+    pos, neg = adapter_pair(model, "lora", tmp_path)
+    method = WeightSteering("lora", delta=ws.WeightDelta.from_adapters(model, pos, neg))
+    reused = encode_prompts(tok, QUESTIONS, model.device)
+    for coef in (0.5, -2.0, 1.0):  # the first call fills the cache, later ones reuse it
+        fresh = token_kls(model, tok, method, coef, encode_prompts(tok, QUESTIONS, model.device), T)
+        torch.testing.assert_close(token_kls(model, tok, method, coef, reused, T), fresh)
+        assert reused[0].base_cache.get_seq_length() == reused[0].input_ids.shape[1]
+
+
 def test_kl_p95_drops_positions_after_eos(varied_tiny):
     model, tok = varied_tiny
     method = fit_activation_method("mean_diff", model, tok, load_behaviour("honesty"), n_questions=8)
@@ -91,6 +105,21 @@ def test_illinois_converges_in_few_evaluations_for_both_signs():
         assert result.coef == pytest.approx(sign * (1 / 0.3) ** 0.5, rel=0.03)
         assert result.iterations == len(result.history) <= 4
         assert result.history[0] == (sign * 1.0, pytest.approx(0.3))
+
+
+def test_a_power_law_is_hit_by_the_first_newton_step():
+    # KL = k * alpha^2: one evaluation at start measures k, the slope-2 step lands on the target
+    for k, start in ((0.03, 1.0), (40.0, 1.0), (0.3, 0.5)):  # each within the factor-8 step limit
+        result = search(lambda c, k=k: k * c ** 2, target=1.0, tol=0.05, start=start)
+        assert result.converged and result.iterations == 2
+        assert result.coef == pytest.approx(k ** -0.5, rel=0.025)
+
+
+def test_a_shallower_curve_takes_a_secant_step_not_a_bracket():
+    # slope 1.5 in log-log: the slope-2 guess falls short, the measured slope finishes it
+    result = search(lambda c: 0.1 * c ** 1.5, target=1.0, tol=0.05)
+    assert result.converged and result.iterations == 3
+    assert all(kl < 1.05 for _, kl in result.history)  # approached from one side, never overshot
 
 
 def test_illinois_needs_fewer_evaluations_than_bisection():
@@ -175,6 +204,18 @@ def test_weight_steering_reaches_the_target_for_each_sign(tiny_llama, tmp_path):
         assert kl_p95(model, tok, method, result.coef, QUESTIONS, T) == pytest.approx(result.kl, rel=1e-6)
 
 
+def test_the_neg_search_starts_at_the_pos_alpha(tiny_llama, tmp_path):
+    model, tok = tiny_llama
+    untie_head(model)
+    pos, neg = adapter_pair(model, "lora", tmp_path)
+    method = WeightSteering("lora", delta=ws.WeightDelta.from_adapters(model, pos, neg))
+    results = calibrate_both_signs(model, tok, method, target=0.1, prompts=QUESTIONS, log=lambda *a: None)
+    assert results["pos"].converged and results["neg"].converged
+    assert results["pos"].history[0][0] == 1.0
+    assert results["neg"].history[0][0] == -abs(results["pos"].coef)
+    assert abs(results["neg"].kl - 0.1) <= 0.05 * 0.1
+
+
 def test_prompt_baselines_are_not_calibrated(tiny_llama):
     model, tok = tiny_llama
     with pytest.raises(WeightsteerError, match="no coefficient"):
@@ -182,12 +223,12 @@ def test_prompt_baselines_are_not_calibrated(tiny_llama):
 
 
 def test_results_round_trip_through_json(tmp_path):
-    results = {"+": search(lambda c: 0.3 * c ** 2, target=1.0),
-               "-": search(lambda c: 0.5 * (1 - math.exp(-abs(c))), target=1.0, sign=-1, max_iter=3)}
+    results = {"pos": search(lambda c: 0.3 * c ** 2, target=1.0),
+               "neg": search(lambda c: 0.5 * (1 - math.exp(-abs(c))), target=1.0, sign=-1, max_iter=3)}
     save_calibration(tmp_path / "calibration.json", results)
     loaded = load_calibration(tmp_path / "calibration.json")
     assert loaded == results
-    assert isinstance(loaded["-"], CalibrationResult) and not loaded["-"].converged
+    assert isinstance(loaded["neg"], CalibrationResult) and not loaded["neg"].converged
     (tmp_path / "bad.json").write_text("{}")
     with pytest.raises(WeightsteerError, match="not a weightsteer calibration"):
         load_calibration(tmp_path / "bad.json")

@@ -94,3 +94,20 @@ def test_eval_steered_writes_rows_and_summary(capsys, saved_tiny):
     assert base == ["sycophancy.rows.csv", "sycophancy.rows.jsonl"]  # unsteered rows, shared by every command
     value = re.search(r"log_ratio ([-+][0-9.]+)", out).group(1)
     assert math.isfinite(float(value))
+
+
+def test_eval_tinymfv_prints_the_per_foundation_table(capsys, saved_tiny):
+    from conftest import TINY_MFV_DIR
+
+    code = main(["eval", "tinymfv", "--delta", str(saved_tiny / "d.safetensors"), "--alpha", "1",
+                 "--limit", "7", "--max-think", "2", "--data-dir", str(TINY_MFV_DIR),
+                 "--out", str(saved_tiny / "ev"), "--out-root", str(saved_tiny / "out")])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "| row | Care | Sanc | Auth | Loy | Fair | Lib | SocN |" in out
+    assert "| logit(wrongness) |" in out and "| delta-logit vs base |" in out
+    assert "of 14 cells kept" in out
+    from weightsteer.atomic import read_jsonl
+
+    rows = read_jsonl(saved_tiny / "ev" / "tinymfv.alpha+1.rows.jsonl")
+    assert len(rows) == 14 and all("thought_is_wrong" in r for r in rows)  # --max-think 2: guided rollout

@@ -4,6 +4,7 @@ it again on their own contrastive data."""
 import json
 
 import pytest
+from conftest import SHARED_DATA
 
 from weightsteer.cli import main
 
@@ -38,12 +39,18 @@ def test_run_a_behaviour_file_then_on_own_data(capsys, tmp_path, tiny_dir):
     path = tmp_path / "tea.toml"
     main(["behaviours", "new", "tea", "--out", str(path)])
     out = tmp_path / "out"
-    assert main(["run", "--model", str(tiny_dir), "--behavior", str(path), "--out", str(out), *RUN]) == 0
+    assert main(["run", "--model", str(tiny_dir), "--behavior", str(path), "--out", str(out), *RUN,
+                 "--mmlu-dir", str(SHARED_DATA / "mmlu"), "--mmlu-n", "4"]) == 0
     run = out / "tiny" / "tea" / "lora"
     shown = json.loads((run / "showcase.json").read_text())
     assert shown["probes"]["tea"]["headroom"]["contrast"]["mean"] is not None
     assert len(shown["alphas"]) == 3 and (run / "kl-0.01" / "calibration.json").is_file()
-    assert "== tea: probes" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "== tea: probes" in printed
+    # the capability line and the coherence flag at every alpha; at alpha 0 no change vs itself
+    assert "MMLU acc (n=4, vs +0)" in printed and "coherence (degenerate/prompts)" in printed
+    assert shown["cost"]["0.0"]["mmlu_shift"] is None and shown["cost"]["0.0"]["mmlu_acc"]["n"] == 4
+    assert all(shown["cost"][str(a)]["coherence"]["n"] == 16 for a in shown["alphas"])
 
     generated = [json.loads(line) for line in (out / "tiny" / "tea" / "data.jsonl").read_text().splitlines()]
     data = tmp_path / "own.jsonl"

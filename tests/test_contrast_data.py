@@ -28,6 +28,14 @@ def test_pairs_and_single_sides_mix(tmp_path):
         {"side": "neg", "prompt": CHAT, "response": "Coffee, always."}]
 
 
+def test_line_separators_inside_a_row_stay_in_the_row(tmp_path):
+    # U+2028 and U+0085 may stand unescaped in a JSON string; str.splitlines would cut the row there
+    text = "First line\u2028second line\u0085third."
+    path = tmp_path / "data.jsonl"
+    path.write_text(json.dumps({"prompt": "Q?", "pos": text, "neg": "No."}, ensure_ascii=False) + "\n", encoding="utf-8")
+    assert read_contrast_data(str(path))[0]["response"] == text
+
+
 @pytest.mark.parametrize("row, message", [
     ({"side": "positive", "prompt": "q", "response": "r"}, "line 2: 'side' must be \"pos\" or \"neg\", got 'positive'"),
     ({"prompt": "q", "pos": "r"}, "line 2: 'neg' must be a non-empty string"),

@@ -60,7 +60,7 @@ def test_exported_lora_reloads_in_peft_with_the_steered_logits(tiny, method, tmp
     report = export.export_lora(delta, 1.7, tmp_path / "out")
 
     files = {p.name for p in (tmp_path / "out").iterdir()}
-    assert files == {"adapter_config.json", "adapter_model.safetensors", "export_report.json"}
+    assert files == {"adapter_config.json", "adapter_model.safetensors", "export_report.json", ".weightsteer-output.json"}
     config = json.loads((tmp_path / "out" / "adapter_config.json").read_text())
     assert config["peft_type"] == "LORA" and config["r"] == 2 * 4 == report["rank"]
     assert sorted(config["target_modules"]) == sorted(n.removesuffix(".weight") for n in delta.names)
@@ -232,7 +232,7 @@ def test_bad_export_input(case, lora_delta_file, tmp_path, capsys):
     elif case == "nan alpha":
         args["--alpha"] = "nan"
     elif case == "format":
-        args["--format"] = "gguf"
+        args["--format"] = "onnx"
     elif case == "rank 0":
         args["--rank"] = "0"
     elif case == "bad max-error":

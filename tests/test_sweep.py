@@ -9,7 +9,7 @@ import sys
 import time
 
 import pytest
-from conftest import TINY_MFV_DIR
+from conftest import SHARED_DATA, TINY_MFV_DIR
 from safetensors.torch import load_file
 
 from weightsteer.errors import WeightsteerError
@@ -21,7 +21,8 @@ def sweep_command(model_dir, out):
     return [sys.executable, "-m", "weightsteer.cli", "sweep", "--model", str(model_dir), "--behavior", "trad_care",
             "--methods", "lora,mean_diff,prompt_only", "--n-samples", "4", "--n-questions", "4",
             "--max-new-tokens", "8", "--steps", "2", "--limit", "4", "--evals", "sycophancy,tinymfv",
-            "--tinymfv-dir", str(TINY_MFV_DIR), "--out", str(out), "--target-kl", "0.005", "--n-calibration", "4"]
+            "--tinymfv-dir", str(TINY_MFV_DIR), "--out", str(out), "--target-kl", "0.005", "--n-calibration", "4",
+            "--mmlu-dir", str(SHARED_DATA / "mmlu"), "--mmlu-n", "4"]
 
 
 def tables(out, tmp_path, name):
@@ -71,7 +72,19 @@ def test_killed_sweep_resumes_to_the_same_tables(tiny_dir, tmp_path):
 
 def test_parse_methods():
     assert parse_methods("lora,prompt") == ("lora", "prompt")
-    assert len(parse_methods("all")) == 14
+    assert len(parse_methods("all")) == 16
+    assert parse_methods("activation") == ("mean_diff", "mean_centred", "pca", "cosine_gated", "topk_clusters",
+                                           "sspace", "neutral_bisector", "down_proj_subspace")
+
+
+def test_sweep_help_lists_every_method(capsys):
+    from weightsteer.cli import main
+    from weightsteer.sweep import ALL_METHODS
+
+    with pytest.raises(SystemExit):
+        main(["sweep", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert all(name in text for name in ALL_METHODS)
     assert parse_methods("weight,lora")[:2] == ("lora", "dora")
     with pytest.raises(WeightsteerError, match="unknown method 'nope'"):
         parse_methods("lora,nope")

@@ -56,7 +56,9 @@ def oft_block_size(in_features: list[int]) -> int:
     return next((b for b in (32, 16, 8, 4, 2) if all(n % b == 0 for n in in_features)), 1)
 
 
-def peft_config(model: torch.nn.Module, method: str, targets: list[str], rank: int = 8) -> PeftConfig:
+def peft_config(model: torch.nn.Module, method: str, targets: list[str], rank: int = 8,
+                oft_block: int = 0) -> PeftConfig:
+    """oft_block: OFT's block size (0: the largest usual size that fits, oft_block_size)."""
     check_method(method)
     in_features = [model.get_submodule(t).in_features for t in targets]
     if method in ("lora", "dora", "pissa"):
@@ -67,6 +69,9 @@ def peft_config(model: torch.nn.Module, method: str, targets: list[str], rank: i
     if method == "delora":
         return DeloraConfig(r=rank, target_modules=targets)
     if method == "oft":
-        return OFTConfig(r=0, oft_block_size=oft_block_size(in_features), target_modules=targets)
+        if oft_block and any(n % oft_block for n in in_features):
+            raise WeightsteerError(f"--oft-block-size {oft_block} does not divide every adapted layer's input width "
+                                   f"({sorted(set(in_features))}): choose a divisor of all of them")
+        return OFTConfig(r=0, oft_block_size=oft_block or oft_block_size(in_features), target_modules=targets)
     feedforward = [t for t in targets if t.split(".")[-1] in FEEDFORWARD_MODULES]
     return IA3Config(target_modules=targets, feedforward_modules=feedforward)

@@ -95,6 +95,9 @@ class Behaviour:
     def with_data(self, data: str, split: str | None = None) -> Behaviour:
         return replace(self, data=str(data), data_split=split)
 
+    def with_probe(self, probe: Probe | None) -> Behaviour:
+        return replace(self, probe=probe)
+
 
 def name_problem(name) -> str | None:
     if not isinstance(name, str) or not NAME.match(name):

@@ -11,10 +11,12 @@ are not calibrated.
 
 The search (calibrate) finds |alpha| for one sign with |kl - target| <= tol * target. The tolerance
 is relative, because targets range over orders of magnitude and a fixed absolute tolerance would be
-loose for small targets and needlessly tight for large ones. It brackets the target by doubling or
-halving |alpha| from `start`, then refines on log|alpha| vs log KL (near zero KL grows as a power
-of alpha, so it is close to a straight line there) with Illinois-modified regula falsi, falling
-back to bisection when the secant point is not well inside the bracket. It never returns a wrong
+loose for small targets and needlessly tight for large ones. It works on log|alpha| vs log KL (near
+zero KL grows as a power of alpha, so that is close to a straight line): from `start` it takes
+Newton/secant steps aimed at the target until it lands within the tolerance or brackets it, then
+refines a bracket with Illinois-modified regula falsi, falling back to bisection when the secant
+point is not well inside the bracket. The second sign starts where the first ended: the two signs'
+KL curves are rarely far apart. It never returns a wrong
 alpha silently: without convergence it returns converged=False, the best point seen and a reason.
 """
 
@@ -23,19 +25,21 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+from transformers import DynamicCache
 
 from . import chat
 from .atomic import write_json
 from .behaviours import calibration_questions
+from .decode import decode, positions_of, stop_token_ids
 from .errors import WeightsteerError
 from .methods import SteeringMethod
 
-BATCH_SIZE = 16  # fastest on 2 CPU cores for the embedded model (8: 1.4x slower, 40: 1.4x slower)
+BATCH_SIZE = 40  # a sweep's 40 prompts in one batch: a decoding step costs about the same for 40 rows as for 16
 FORMAT = "weightsteer.calibration/1"
 STRATEGIES = ("illinois", "bisection")
 
@@ -53,45 +57,67 @@ class CalibrationResult:
 
 # ---- the statistic ----------------------------------------------------------------------------
 
-def encode_prompts(tokenizer, questions: list[str], device) -> list:
+class PromptBatch:
+    """A left-padded batch of calibration prompts and, once the first evaluation needs it, the base
+    model's KV cache of the prompts and its distribution of the first generated token. The base model
+    is the same at every evaluation of a search, so its pass over the prompts is done once; each
+    evaluation then runs the base model over the generated tokens only."""
+
+    def __init__(self, encoded):
+        self.input_ids, self.attention_mask = encoded["input_ids"], encoded["attention_mask"]
+        self.base_cache: DynamicCache | None = None
+        self.base_first: torch.Tensor | None = None
+
+    def base_logprobs(self, model, generated: torch.Tensor) -> torch.Tensor:
+        """(batch, n, vocab) float32 log-probabilities of the base model at the positions that produced
+        each of the n generated tokens (teacher-forced: prompt + generated[:, :-1])."""
+        if self.base_cache is None:
+            self.base_cache = DynamicCache(config=model.config)
+            logits = model(input_ids=self.input_ids, attention_mask=self.attention_mask,
+                           position_ids=positions_of(self.attention_mask), cache=self.base_cache, use_cache=True,
+                           logits_to_keep=1).logits[:, -1]
+            self.base_first = logits.float().log_softmax(-1)
+        n = generated.shape[1]
+        if n == 1:
+            return self.base_first[:, None]
+        mask = torch.cat([self.attention_mask, self.attention_mask.new_ones(len(generated), n - 1)], 1)
+        positions = positions_of(self.attention_mask)[:, -1:] + torch.arange(1, n, device=generated.device)
+        logits = model(input_ids=generated[:, :-1], attention_mask=mask, position_ids=positions,
+                       cache=self.base_cache, use_cache=True).logits
+        try:
+            self.base_cache.crop(-(n - 1))  # back to the prompts alone for the next evaluation
+        except (ValueError, RuntimeError):  # a sliding-window cache that cannot roll back: rebuild it next time
+            self.base_cache = None
+        return torch.cat([self.base_first[:, None], logits.float().log_softmax(-1)], 1)
+
+
+def encode_prompts(tokenizer, questions: list[str], device) -> list[PromptBatch]:
     """Left-padded batches of the plain calibration prompts; reused across a whole search."""
     texts = [chat.render(tokenizer, chat.messages(q)) for q in questions]
-    return [chat.encode(tokenizer, texts[i:i + BATCH_SIZE], device) for i in range(0, len(texts), BATCH_SIZE)]
-
-
-def eos_ids(model, tokenizer) -> list[int]:
-    """The tokens generation stops on."""
-    eos = model.generation_config.eos_token_id
-    eos = tokenizer.eos_token_id if eos is None else eos
-    return [eos] if isinstance(eos, int) else list(eos)
-
-
-def forced_logprobs(model, prompt_mask: torch.Tensor, sequences: torch.Tensor) -> torch.Tensor:
-    """(batch, n_generated, vocab) float32 log-probabilities at the positions that produced each
-    generated token, from one teacher-forced pass over prompt + generated tokens."""
-    n = sequences.shape[1] - prompt_mask.shape[1]
-    mask = torch.cat([prompt_mask, prompt_mask.new_ones(len(sequences), n)], 1)
-    positions = (mask.cumsum(-1) - 1).clamp_min(0)  # left padding: every row starts at position 0
-    logits = model(input_ids=sequences, attention_mask=mask, position_ids=positions, use_cache=False,
-                   logits_to_keep=n + 1).logits[:, :-1]
-    return logits.float().log_softmax(-1)
+    return [PromptBatch(chat.encode(tokenizer, texts[i:i + BATCH_SIZE], device))
+            for i in range(0, len(texts), BATCH_SIZE)]
 
 
 @torch.no_grad()
-def token_kls(model, tokenizer, method: SteeringMethod, coef: float, batches: list, T: int) -> torch.Tensor:
-    """KL(steered || base) at every generated position before or at the first EOS, flattened."""
-    stops = torch.tensor(eos_ids(model, tokenizer), device=model.device)
+def token_kls(model, tokenizer, method: SteeringMethod, coef: float, batches: list[PromptBatch],
+              T: int) -> torch.Tensor:
+    """KL(steered || base) at every generated position before or at the first EOS, flattened.
+
+    The steered distributions are the ones greedy decoding produced the tokens from (decode keeps
+    them); the base model is teacher-forced on the generated tokens after its cached prompts."""
+    stops = stop_token_ids(model, tokenizer)
     kls = []
     for batch in batches:
         with method.apply(model, coef):
-            sequences = model.generate(**batch, max_new_tokens=T, do_sample=False, num_beams=1,
-                                       pad_token_id=tokenizer.pad_token_id)
-            steered = forced_logprobs(model, batch["attention_mask"], sequences)
-        base = forced_logprobs(model, batch["attention_mask"], sequences)
-        p = steered.exp()
-        kl = torch.where(p > 0, p * (steered - base), 0.0).sum(-1)  # 0 * log 0 = 0 for masked tokens
-        is_eos = torch.isin(sequences[:, batch["input_ids"].shape[1]:], stops).int()
-        kls.append(kl[(is_eos.cumsum(1) - is_eos) == 0])  # no EOS before this position
+            out = decode(model, batch.input_ids, batch.attention_mask, max_new_tokens=T, stop_ids=stops,
+                         keep_logprobs=True)
+        width = max(len(t) for t in out.tokens)  # rows that stopped early are padded; those positions are unused
+        generated = torch.tensor([t + [tokenizer.pad_token_id] * (width - len(t)) for t in out.tokens],
+                                 device=batch.input_ids.device)
+        base = batch.base_logprobs(model, generated)
+        for row, steered in enumerate(out.logprobs):
+            p = steered.exp()
+            kls.append(torch.where(p > 0, p * (steered - base[row, :len(steered)]), 0.0).sum(-1))
     return torch.cat(kls)
 
 
@@ -112,18 +138,18 @@ LN2 = math.log(2.0)
 
 
 def bracket_step(point: tuple[float, float], previous: tuple[float, float] | None, below: bool) -> float:
-    """The next step in log|alpha| while looking for a bracket: at least a doubling (or halving),
-    further when the KL is far from the target. Near zero KL grows like alpha^2, so the first jump
-    assumes slope 2 in log-log; later ones use the slope measured between the last two points. The
-    jump aims 30% past the target so that one step usually brackets it, and is at most a factor 4."""
+    """The next step in log|alpha| while the target is not yet bracketed: a Newton step on log KL vs
+    log|alpha| aimed at the target itself. Near zero KL grows like alpha^2, so the first step assumes
+    slope 2; later ones use the slope measured between the last two points (a secant), so a curve
+    that is close to a power law is usually hit within the tolerance on the second or third
+    evaluation. A step is at most a factor 8, so a saturating curve cannot throw it far away."""
     slope = 2.0
     if previous is not None and math.isfinite(point[1]) and math.isfinite(previous[1]) and point[0] != previous[0]:
         slope = min(max((point[1] - previous[1]) / (point[0] - previous[0]), 0.5), 4.0)
     if not math.isfinite(point[1]):
         return LN2 if below else -LN2
-    jump = -point[1] / slope + (0.3 if below else -0.3)
-    # at most x4 per step: a steep or saturating curve must not throw the bracket far away
-    return min(max(jump, LN2), 2 * LN2) if below else max(min(jump, -LN2), -2 * LN2)
+    jump = -point[1] / slope
+    return min(jump, 3 * LN2) if below else max(jump, -3 * LN2)
 
 
 def search(kl_of: Callable[[float], float], target: float, tol: float = 0.05, sign: int = 1,
@@ -219,17 +245,39 @@ def load_calibration(path) -> dict[str, CalibrationResult]:
         raise WeightsteerError(f"cannot read calibration results '{path}' ({err}): recalibrate") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise WeightsteerError(f"'{path}' is not a weightsteer calibration file: recalibrate")
-    results = {key: CalibrationResult(**value) for key, value in data["results"].items()}
-    return {key: replace(r, history=[tuple(h) for h in r.history]) for key, r in results.items()}
+    results = data.get("results")
+    try:
+        if not isinstance(results, dict) or set(results) != {"pos", "neg"}:
+            raise ValueError("'results' must hold exactly 'pos' and 'neg'")
+        return {side: _result_from_json(results[side]) for side in ("pos", "neg")}
+    except (KeyError, TypeError, ValueError) as err:
+        raise WeightsteerError(f"'{path}' is damaged ({err}): delete it and recalibrate") from None
+
+
+def _result_from_json(value: dict) -> CalibrationResult:
+    """One side's result; null numbers (how write_json stores NaN and infinities) read back as NaN."""
+    def number(x):
+        return math.nan if x is None else float(x)
+
+    fields = {"coef", "kl", "iterations", "converged", "history", "target", "reason"}
+    if not isinstance(value, dict) or not {"coef", "kl", "iterations", "converged"} <= set(value) <= fields:
+        raise ValueError("each side needs exactly coef, kl, iterations, converged and optionally history, target, "
+                         "reason")
+    return CalibrationResult(number(value["coef"]), number(value["kl"]), int(value["iterations"]),
+                             bool(value["converged"]), [(number(c), number(k)) for c, k in value.get("history", [])],
+                             number(value.get("target")), str(value.get("reason", "")))
 
 
 def calibrate_both_signs(model, tokenizer, method: SteeringMethod, target: float = 1.0, tol: float = 0.05,
                          prompts: list[str] | None = None, log=print) -> dict[str, CalibrationResult]:
-    """{"pos": +alpha, "neg": -alpha} results, each logged with its convergence."""
+    """{"pos": +alpha, "neg": -alpha} results, each logged with its convergence. The NEG search
+    starts at the POS alpha when that converged."""
     results = {}
+    start = 1.0
     for side, sign in (("pos", 1), ("neg", -1)):
         log(f"[calibrate] {method.name} {side}: target kl_p95 = {target}")
-        r = results[side] = calibrate(model, tokenizer, method, target, tol, sign, prompts=prompts)
+        r = results[side] = calibrate(model, tokenizer, method, target, tol, sign, start=start, prompts=prompts)
+        start = abs(r.coef) if r.converged and r.coef != 0 else start
         state = "" if r.converged else f" (NOT converged: {r.reason})"
         log(f"[calibrate] {method.name} {side}: coef {r.coef:+.4g} kl_p95 {r.kl:.3f} after {r.iterations} "
             f"evaluations{state}")

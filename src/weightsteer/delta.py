@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import hashlib
 import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from .errors import WeightsteerError
-from .models import model_name
+from .models import FINGERPRINT_PREFIX, base_fingerprint, model_name
 from .tensorfile import load_tensors, save_tensors
 
 FORMAT = "weightsteer.delta/1"
+# (fingerprint a direction was made for, fingerprint of the modified model) pairs the user allowed
+_ACCEPTED_BASES: set[tuple[str, str]] = set()
 
 
 @dataclass(frozen=True)
@@ -53,9 +56,35 @@ def part_norm(part: Part) -> float:
 
 def model_fingerprint(model: torch.nn.Module) -> str:
     """A short hash of the first rows of the input embedding, rounded to bf16 so that float32 and
-    bf16 copies of the same checkpoint agree, while other checkpoints (even of the same shape) do not."""
+    bf16 copies of the same checkpoint agree. Kept for what it already keys (cached rows, data and
+    activation fits: changing it would recompute every finished run) and for directions saved before
+    models.base_fingerprint; it cannot tell a fine-tuned or steered copy from its base."""
     rows = model.get_input_embeddings().weight[:16].detach().float().cpu().to(torch.bfloat16)
     return hashlib.sha256(rows.view(torch.int16).numpy().tobytes()).hexdigest()[:16]
+
+
+def fingerprint_like(model: torch.nn.Module, recorded: str) -> str:
+    """The model's fingerprint of the same kind as a recorded one (directions saved before
+    base_fingerprint hold the embedding-only kind)."""
+    return base_fingerprint(model) if recorded.startswith(FINGERPRINT_PREFIX) else model_fingerprint(model)
+
+
+def same_kind(a: str | None, b: str | None) -> bool:
+    return bool(a and b) and a.startswith(FINGERPRINT_PREFIX) == b.startswith(FINGERPRINT_PREFIX)
+
+
+def check_part(name: str, part: Part, where: str) -> None:
+    """Refuse a module whose tensors are not finite floating point matrices of matching ranks."""
+    tensors = (part.B, part.A) if isinstance(part, LowRank) else (part,)
+    for t in tensors:
+        if not t.is_floating_point():
+            raise WeightsteerError(f"{where}: module '{name}' holds {t.dtype} numbers, not floating point; regenerate it")
+        if not bool(torch.isfinite(t).all()):
+            raise WeightsteerError(f"{where}: module '{name}' holds NaN or infinite values (did training diverge? "
+                                   "try a lower --lr); regenerate it")
+    if isinstance(part, LowRank) and (part.B.dim() != 2 or part.A.dim() != 2 or part.B.shape[1] != part.A.shape[0]):
+        raise WeightsteerError(f"{where}: module '{name}' has factors of shapes {tuple(part.B.shape)} and "
+                               f"{tuple(part.A.shape)}, which do not multiply; regenerate it")
 
 
 class WeightDelta:
@@ -74,7 +103,7 @@ class WeightDelta:
         from .extract import extract_parts  # imported here: extract imports this module
 
         parts, method = extract_parts(model, Path(pos_dir), Path(neg_dir))
-        info = {"base_model": model_name(model), "fingerprint": model_fingerprint(model), "method": method}
+        info = {"base_model": model_name(model), "fingerprint": base_fingerprint(model), "method": method}
         return cls(parts, {**info, **meta})
 
     # ---- views --------------------------------------------------------------------------------
@@ -108,7 +137,7 @@ class WeightDelta:
 
     def __add__(self, other: WeightDelta) -> WeightDelta:
         fp, other_fp = self.meta.get("fingerprint"), other.meta.get("fingerprint")
-        if fp and other_fp and fp != other_fp:
+        if same_kind(fp, other_fp) and fp != other_fp:
             raise WeightsteerError(f"cannot combine directions of different base models "
                                    f"({self.meta.get('base_model')} and {other.meta.get('base_model')})")
         parts = dict(self.parts)
@@ -127,13 +156,31 @@ class WeightDelta:
         return self + (-other)
 
     # ---- fitting a model ----------------------------------------------------------------------
-    def check_fits(self, model) -> None:
-        """Refuse, with one clear line, a direction made for another model."""
+    def check_fits(self, model, allow_modified: bool = False, warn=None) -> None:
+        """Refuse, with one clear line, a direction made for another model, or for this model's base
+        when this model's weights differ from it (a fine-tuned or an already steered copy).
+
+        With allow_modified, a model whose parameters have the right names and shapes is accepted
+        with one warning (through `warn`, default stderr), and not questioned again in this process
+        (for this direction, or any scaled, exported or combined copy of it)."""
         made_for = self.meta.get("base_model", "another model")
         fp = self.meta.get("fingerprint")
-        if fp and fp != model_fingerprint(model):
-            raise WeightsteerError(f"this steering direction was made for '{made_for}' and does not fit "
-                                   "this model (different weights): rebuild it on this model")
+        self._check_shapes(model, made_for)
+        if not fp:
+            return
+        actual = fingerprint_like(model, fp)
+        if actual == fp or (fp, actual) in _ACCEPTED_BASES:
+            return
+        if not allow_modified:
+            raise WeightsteerError(f"this steering direction was made for '{made_for}' and does not fit this model: "
+                                   "its weights differ (another checkpoint, or a fine-tuned or already steered "
+                                   "copy); rebuild the direction on this model, or pass --allow-modified-base to "
+                                   "steer it anyway")
+        _ACCEPTED_BASES.add((fp, actual))
+        (warn or _warn)(f"weightsteer: warning: this model's weights differ from '{made_for}', which the direction "
+                        "was made for; steering it anyway (--allow-modified-base)")
+
+    def _check_shapes(self, model, made_for: str) -> None:
         params = dict(model.named_parameters())
         for name, part in self.parts.items():
             if name not in params:
@@ -145,6 +192,8 @@ class WeightDelta:
 
     # ---- files --------------------------------------------------------------------------------
     def save(self, path) -> None:
+        for name, part in self.parts.items():
+            check_part(name, part, "this direction")
         tensors = {}
         for name, part in self.parts.items():
             if isinstance(part, LowRank):
@@ -158,14 +207,25 @@ class WeightDelta:
     def load(cls, path) -> WeightDelta:
         tensors, meta = load_tensors(path, what="steering direction", fmt=FORMAT,
                                      fix="make one with 'weightsteer run'")
+        modules = meta.pop("modules", None)
+        if not isinstance(modules, list) or not all(isinstance(m, str) for m in modules):
+            raise WeightsteerError(f"'{path}' is damaged: its header has no list of modules; regenerate it")
         parts: dict[str, Part] = {}
-        for name in meta.pop("modules"):
+        for name in modules:
             if f"{name}:dense" in tensors:
                 parts[name] = tensors[f"{name}:dense"]
             elif f"{name}:B" in tensors and f"{name}:A" in tensors:
                 parts[name] = LowRank(tensors[f"{name}:B"], tensors[f"{name}:A"])
             else:
                 raise WeightsteerError(f"'{path}' is damaged: module '{name}' has no tensors; regenerate it")
+            check_part(name, parts[name], f"'{path}' is damaged")
         meta.pop("norms", None)
         meta.pop("format", None)
+        if not isinstance(meta.get("fingerprint", ""), str) or not isinstance(meta.get("base_model", ""), str):
+            raise WeightsteerError(f"'{path}' is damaged: its header's base_model or fingerprint is not text; "
+                                   "regenerate it")
         return cls(parts, meta)
+
+
+def _warn(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)

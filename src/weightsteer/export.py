@@ -27,7 +27,6 @@ Choices that serving stacks force:
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,14 +36,15 @@ from peft import LoraConfig
 from safetensors.torch import save_file
 
 from . import chat
-from .atomic import atomic_path
+from .atomic import atomic_path, check_replaceable, json_text, mark_output
 from .behaviours import calibration_questions
 from .delta import LowRank, Part, WeightDelta, part_dense
 from .doses import calibrations_beside
 from .errors import WeightsteerError
-from .steer import check_alpha, save_steered, steer
+from .steer import MERGED_KIND, check_alpha, save_steered, steer
 
 FORMAT = "weightsteer.export/1"
+LORA_KIND = "LoRA export"
 FULL_SVD_MAX_SIDE = 2048  # below this a full SVD per module takes at most seconds on a CPU
 OVERSAMPLE = 10
 KL_BATCH_SIZE = 8
@@ -152,6 +152,7 @@ def export_lora(delta: WeightDelta, alpha: float, out_dir, *, rank: int | None =
     the report. With a model, the report holds the steered next-token KL, exact vs exported."""
     alpha = check_alpha(alpha)
     check_lora_export(delta, rank, max_error)
+    check_replaceable(out_dir, LORA_KIND)
     modules = {name: approximate(part, rank, max_error) for name, part in delta.parts.items()}
     factors = {name: LowRank(alpha * m.factors.B, m.factors.A) for name, m in modules.items()}
     report = {
@@ -167,7 +168,8 @@ def export_lora(delta: WeightDelta, alpha: float, out_dir, *, rank: int | None =
         report["kl"] = steered_kl(model, tokenizer, delta, alpha, WeightDelta(factors, delta.meta))
     with atomic_path(out_dir) as tmp:
         report["rank"] = write_adapter(tmp, factors, base_model or delta.meta.get("base_model"))
-        (tmp / "export_report.json").write_text(json.dumps(report, indent=2) + "\n")
+        (tmp / "export_report.json").write_text(json_text(report, indent=2) + "\n")
+        mark_output(tmp, LORA_KIND)
     return report
 
 
@@ -239,8 +241,10 @@ def export_merged(model, tokenizer, delta: WeightDelta, alpha: float, out_dir, *
                   calibration: dict | None = None) -> None:
     """A Hugging Face checkpoint of W + alpha * dW, with README.md; written all at once or not at all."""
     alpha = check_alpha(alpha)
+    check_replaceable(out_dir, MERGED_KIND, protected=(getattr(model.config, "_name_or_path", None),))
     card = model_card(delta, alpha, base_model, calibration)
     with atomic_path(out_dir) as tmp:
         save_steered(model, tokenizer, delta, alpha, tmp)
         (tmp / "README.md").write_text(card)
+        mark_output(tmp, MERGED_KIND)
 

@@ -26,7 +26,13 @@ def adapter_method(adapter_dir: Path) -> tuple[str, dict]:
     config_file = adapter_dir / "adapter_config.json"
     if not config_file.is_file():
         raise WeightsteerError(f"'{adapter_dir}' is not a PEFT adapter folder (no adapter_config.json)")
-    config = json.loads(config_file.read_text())
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise WeightsteerError(f"cannot read {config_file} ({err}): it is damaged; copy or train the adapter "
+                               "again") from None
+    if not isinstance(config, dict):
+        raise WeightsteerError(f"{config_file} is not a PEFT adapter config (not a JSON object)")
     peft_type = config.get("peft_type", "")
     if peft_type == "LORA":
         init = config.get("init_lora_weights")

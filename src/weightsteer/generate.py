@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import random
 
-import torch
 from tqdm.auto import tqdm
 
 from . import chat
 from .behaviours import Behaviour
+from .decode import decode, stop_token_ids
 
 
 def sampling_plan(behaviour: Behaviour, n_personas: int, n_samples: int, n_questions: int,
@@ -25,30 +25,30 @@ def sampling_plan(behaviour: Behaviour, n_personas: int, n_samples: int, n_quest
     return [(questions[k % len(questions)], (k // len(questions) + k) % n_personas) for k in range(n_samples)]
 
 
-@torch.no_grad()
 def sample_responses(model, tokenizer, prompts: list[str], *, max_new_tokens: int, temperature: float,
                      seed: int, batch_size: int, desc: str = "generate", greedy: bool = False) -> list[str]:
-    """Sample one response per rendered prompt, batched and seeded per batch."""
+    """One response per rendered prompt, in batches; prompt k is sampled with seed + k, so its
+    response does not depend on the batch size or on the other prompts."""
     device = next(model.parameters()).device
+    stops = stop_token_ids(model, tokenizer)
     out = []
-    bar = tqdm(total=len(prompts), desc=desc, unit="sample")
-    for start in range(0, len(prompts), batch_size):
+    n_batches = -(-len(prompts) // batch_size)
+    bar = tqdm(total=n_batches * max_new_tokens, desc=desc, unit="step")  # decoding steps, batch after batch
+    for number, start in enumerate(range(0, len(prompts), batch_size)):
         batch = chat.encode(tokenizer, prompts[start:start + batch_size], device)
-        torch.manual_seed(seed + start)
-        sampling = {"do_sample": False} if greedy else {"do_sample": True, "temperature": temperature,
-                                                        "top_k": 0, "top_p": 1.0}
-        ids = model.generate(**batch, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
-                             **sampling)
-        new = ids[:, batch["input_ids"].shape[1]:]
+        seeds = None if greedy else [seed + start + j for j in range(len(batch["input_ids"]))]
+        new = decode(model, batch["input_ids"], batch["attention_mask"], max_new_tokens=max_new_tokens,
+                     stop_ids=stops, temperature=0.0 if greedy else temperature, seeds=seeds,
+                     on_step=lambda: bar.update(1)).tokens
         out += [t.strip() for t in tokenizer.batch_decode(new, skip_special_tokens=True)]
-        bar.update(len(new))
+        bar.update((number + 1) * max_new_tokens - bar.n)  # a batch whose rows all stopped early
     bar.close()
     return out
 
 
 def generate_contrastive(model, tokenizer, behaviour: Behaviour, *, n_personas: int = 1, n_samples: int = 80,
                          n_questions: int = 40, max_new_tokens: int = 96, temperature: float = 0.8,
-                         seed: int = 0, batch_size: int = 16) -> list[dict]:
+                         seed: int = 0, batch_size: int = 80) -> list[dict]:
     """Rows {side, pair, persona, prompt, response}: n_samples for POS, then the same plan for NEG."""
     personas = behaviour.persona_prompts(n_personas)
     plan = sampling_plan(behaviour, n_personas, n_samples, n_questions, seed)

@@ -8,19 +8,19 @@ that cache in about a second.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
-import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlparse
 
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from .atomic import atomic_path
 from .errors import WeightsteerError
+from .hub import hub_problem
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,11 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+# what transformers raises for a folder or repo it cannot make a model of: missing files (OSError), an
+# empty or unknown config (ValueError, KeyError), a tokenizer it cannot build (TypeError, AttributeError)
+LOAD_ERRORS = (OSError, ValueError, KeyError, TypeError, AttributeError)
+
+
 def load_model(name_or_path: str = DEFAULT_MODEL, *, dtype: torch.dtype | None = None,
                device: str | torch.device | None = None) -> tuple[PreTrainedModel, object]:
     """Return (model, tokenizer) in eval mode, with a left-padding tokenizer that has a pad token."""
@@ -61,14 +66,20 @@ def load_model(name_or_path: str = DEFAULT_MODEL, *, dtype: torch.dtype | None =
     path = resolve_model_path(name_or_path)
     try:
         tokenizer, model = _from_pretrained(path, dtype, local_only=True)
-    except OSError as local_err:
+    except LOAD_ERRORS as local_err:
         if os.path.isdir(path):
-            raise WeightsteerError(f"could not load the model in '{path}': {_first_line(local_err)}") from None
-        if not hub_reachable():
-            raise WeightsteerError(_unreachable_message(name_or_path)) from None
+            raise WeightsteerError(f"could not load the model in '{path}' ({_first_line(local_err)}): it needs a "
+                                   "config.json of a known model type, the weights and a tokenizer, as "
+                                   "save_pretrained writes them") from None
+        if not isinstance(local_err, OSError):
+            raise WeightsteerError(f"could not load model '{name_or_path}' from the local Hugging Face cache: "
+                                   f"{_first_line(local_err)}") from None
+        problem = hub_problem()
+        if problem:
+            raise WeightsteerError(_unreachable_message(name_or_path, problem)) from None
         try:
             tokenizer, model = _from_pretrained(path, dtype, local_only=False)
-        except OSError as err:
+        except LOAD_ERRORS as err:
             raise WeightsteerError(f"could not load model '{name_or_path}' from the Hugging Face hub: "
                                    f"{_first_line(err)}; check the id, or pass a local folder") from None
     model.to(device).eval()
@@ -100,7 +111,23 @@ def resolve_model_path(name_or_path: str) -> str:
     if os.path.sep in name_or_path.strip("/").replace("/", "", 1) or name_or_path.startswith((".", "/")):
         raise WeightsteerError(f"model folder '{name_or_path}' does not exist: check the path, or pass "
                                f"a Hugging Face id or one of {sorted(EMBEDDED)}")
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(name_or_path)
+    except HFValidationError:
+        raise WeightsteerError(f"--model {name_or_path!r} is not a local folder, an embedded model "
+                               f"({', '.join(EMBEDDED)}) or a valid Hugging Face id such as ORG/NAME") from None
     return name_or_path
+
+
+def local_model_folder(name_or_path: str) -> Path | None:
+    """The folder a model name loads from, when it is local (an embedded model's dense copy, or a
+    folder); None for a hub id. Nothing is downloaded or converted."""
+    if name_or_path in EMBEDDED:
+        return cache_root() / "models" / name_or_path
+    path = Path(name_or_path).expanduser()
+    return path if path.is_dir() else None
 
 
 def _from_pretrained(path: str, dtype: torch.dtype, *, local_only: bool):
@@ -109,26 +136,12 @@ def _from_pretrained(path: str, dtype: torch.dtype, *, local_only: bool):
     return tokenizer, model
 
 
-def hub_reachable(timeout: float = 5.0) -> bool:
-    """A quick TCP check, so an offline machine gets its answer in seconds rather than after retries."""
-    from huggingface_hub import constants
-
-    if constants.HF_HUB_OFFLINE:
-        return False
-    url = urlparse(constants.ENDPOINT)
-    try:
-        socket.create_connection((url.hostname, url.port or 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
-
-
 def _first_line(err: Exception) -> str:
     return (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
 
 
-def _unreachable_message(name: str) -> str:
-    return (f"model '{name}' is not in the local Hugging Face cache and the hub cannot be reached: download "
+def _unreachable_message(name: str, problem: str) -> str:
+    return (f"model '{name}' is not in the local Hugging Face cache and the hub cannot be used ({problem}): download "
             f"it on a machine with internet (hf download {name} --local-dir DIR) and pass --model DIR, "
             f"or use the embedded model --model {DEFAULT_MODEL}")
 
@@ -176,3 +189,26 @@ def model_name(model: PreTrainedModel) -> str:
 def model_label(model: PreTrainedModel) -> str:
     """A short name for run folders."""
     return model_name(model).rstrip("/").split("/")[-1]
+
+
+FINGERPRINT_SAMPLES = 1024  # evenly spaced elements of every weight
+FINGERPRINT_PREFIX = "v2:"  # directions saved before this hashed only the first embedding rows
+
+
+@torch.no_grad()
+def base_fingerprint(model: torch.nn.Module) -> str:
+    """What a direction depends on: the architecture (model type, every parameter's name and shape)
+    and evenly spaced samples of every weight, rounded to bf16 so that float32 and bf16 copies of
+    one checkpoint agree. A fine-tuned copy, or one already steered by a direction (which changes
+    every element of the matrices it touches), hashes differently."""
+    h = hashlib.sha256()
+    config = getattr(model, "config", None)
+    h.update(str(getattr(config, "model_type", type(model).__name__)).encode())
+    for name, param in model.named_parameters():
+        flat = param.detach().reshape(-1)
+        k = min(FINGERPRINT_SAMPLES, flat.numel())
+        index = torch.arange(k, device=flat.device) * (flat.numel() - 1) // max(k - 1, 1)  # integers: exact
+        sample = flat[index].float().cpu().to(torch.bfloat16)
+        h.update(f"{name}:{tuple(param.shape)}".encode())
+        h.update(sample.view(torch.int16).numpy().tobytes())
+    return FINGERPRINT_PREFIX + h.hexdigest()[:16]

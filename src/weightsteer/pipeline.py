@@ -27,6 +27,7 @@ from .stages import file_hash, run_stage
 from .train import TrainConfig, train_adapter
 
 DATA_FORMAT = 2  # rows {side, prompt, response, ...}; format 1 called the prompt "question"
+SAMPLER = 2  # 2: decode.py, a seed per response (1: model.generate, a seed per batch)
 
 
 @dataclass
@@ -37,7 +38,7 @@ class DataSettings:
     max_new_tokens: int = 96
     temperature: float = 0.8
     seed: int = 0
-    batch_size: int = 16
+    batch_size: int = 80  # a whole side per batch: decoding on a CPU is bound by reading the weights
 
 
 def seed_folder_name(behaviour_name: str, seed: int = 0) -> str:
@@ -70,7 +71,7 @@ def data_inputs(model, behaviour: Behaviour, data: DataSettings) -> tuple[dict, 
     before anything is written."""
     if behaviour.data is None:
         return {"model": model_fingerprint(model), **behaviour.generation_key(), **asdict(data),
-                "format": DATA_FORMAT}, None
+                "format": DATA_FORMAT, "sampler": SAMPLER}, None
     rows = read_contrast_data(behaviour.data, behaviour.data_split)
     digest = hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()
     return {"data": behaviour.data, "split": behaviour.data_split, "rows": digest, "format": DATA_FORMAT}, rows
@@ -107,7 +108,7 @@ def build_direction(model, tokenizer, behaviour: Behaviour, method: str, out_roo
     run = method_dir(out_root, model, behaviour, method, data.seed)
     for side in ("pos", "neg"):
         side_rows = [r for r in rows if r["side"] == side]
-        inputs = {"data": file_hash(data_path), "train": asdict(train)}
+        inputs = {"data": file_hash(data_path), "train": train.key()}
         run_stage(f"train {side}", run / "adapters" / side, inputs,
                   lambda out, rows=side_rows, side=side: train_adapter(
                       model, tokenizer, rows, out, train, desc=f"train {method} {side}"), log)

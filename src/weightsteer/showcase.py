@@ -13,6 +13,8 @@ from pathlib import Path
 
 from . import chat
 from .atomic import write_json
+from .coherence import flag_cell
+from .cost import cost_numbers
 from .generate import sample_responses
 from .headroom import headroom_verdict
 from .methods import WeightSteering
@@ -48,17 +50,27 @@ def score_probe(bench, items, refs, delta, source: str, run: Path, alphas) -> di
     return result
 
 
+def score_cost(cost, delta, source: str, run: Path, alphas, n_boot: int) -> dict:
+    """MMLU accuracy (and its paired change vs alpha 0) and the coherence flag at each alpha."""
+    method = WeightSteering(delta.meta.get("method", "weight"), delta=delta)
+    return {str(alpha): cost_numbers(cost.base_summary(n_boot) if alpha == 0 else cost.measure(
+        method, alpha, run / "showcase" / f"alpha{alpha:+.6g}", {"source": source}, n_boot)) for alpha in alphas}
+
+
 def showcase(model, tokenizer, delta, behaviour, refs, run: Path, source: str, *, benches=(), alphas=ALPHAS,
-             kls=None, answer_tokens: int = 48, log=print) -> dict:
+             kls=None, answer_tokens: int = 48, cost=None, log=print) -> dict:
     """Probes and greedy answers at each alpha (kls: the calibrated kl_p95 of each, when known).
 
-    `benches` are (benchmark, items) pairs: the behaviour's probe first, then any others."""
+    `benches` are (benchmark, items) pairs: the behaviour's probe first, then any others; `cost` (a
+    cost.Cost) adds MMLU accuracy and the coherence flag at each alpha."""
     started = time.time()
     result = {"behaviour": behaviour.name, "pos_label": behaviour.pos_label, "alphas": list(alphas),
               "kl_p95": list(kls) if kls else None, "probes": {}, "answers": {},
               "questions": list(behaviour.showcase)}
     for bench, items in benches:
         result["probes"][bench.name] = score_probe(bench, items, refs, delta, source, run, alphas)
+    if cost is not None:
+        result["cost"] = score_cost(cost, delta, source, run, alphas, refs.n_boot)
     prompts = [chat.render(tokenizer, chat.messages(q)) for q in behaviour.showcase]
     for alpha in alphas:
         with steer(model, delta, alpha):
@@ -69,6 +81,21 @@ def showcase(model, tokenizer, delta, behaviour, refs, run: Path, source: str, *
     write_json(run / "showcase.json", result)
     log(format_showcase(result, has_probe=behaviour.probe is not None))
     return result
+
+
+def cost_lines(cost: dict, alphas: list[str]) -> list[str]:
+    """The capability line (MMLU accuracy, and its paired change vs alpha 0) and the coherence flag."""
+    def acc(numbers: dict) -> str:
+        shift = numbers["mmlu_shift"]
+        change = f" ({shift['mean']:+.3f})" if shift else ""
+        return f"{numbers['mmlu_acc']['mean']:.3f}{change}"
+
+    lines = []
+    if cost[alphas[0]]["mmlu_acc"] is not None:
+        n = cost[alphas[0]]["mmlu_acc"]["n"]
+        lines.append(f"{f'MMLU acc (n={n}, vs +0)':<34} | " + " | ".join(f"{acc(cost[a]):^21}" for a in alphas))
+    return lines + [f"{'coherence (degenerate/prompts)':<34} | " + " | ".join(f"{flag_cell(cost[a]['coherence']):^21}"
+                                                                    for a in alphas)]
 
 
 def _cell(stat: dict | None) -> str:
@@ -95,6 +122,8 @@ def format_showcase(result: dict, *, has_probe: bool = True) -> str:
         for key, label in (("mass", "  mass"), ("vader", "  VADER")):
             if key in probe["by_alpha"][alphas[0]]:
                 lines.append(f"{label:<34} | " + " | ".join(_cell(probe["by_alpha"][a][key]) for a in alphas))
+    if result.get("cost"):
+        lines += cost_lines(result["cost"], alphas)
     for name, probe in result["probes"].items():
         low, high = (probe["by_alpha"][a]["stat"]["mean"] for a in (alphas[0], alphas[-1]))
         contrast = probe["headroom"]["contrast"] if probe["headroom"] else None

@@ -22,13 +22,14 @@ import torch
 from peft import PeftConfig, PeftModel
 from peft.tuners.tuners_utils import BaseTunerLayer, check_target_module_exists
 from peft.utils.other import get_pattern_key
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from .atomic import write_json
-from .delta import LowRank, Part, WeightDelta, model_fingerprint
+from .delta import LowRank, Part, WeightDelta, same_kind
 from .errors import WeightsteerError
 from .extract import adapter_method
-from .models import model_label
+from .models import base_fingerprint, local_model_folder, model_label
 
 LORA_KEY = re.compile(r"base_model\.model\.(.+)\.lora_([AB])\.weight")
 
@@ -96,7 +97,7 @@ def layer_of(name: str) -> int | None:
 
 def check_same_base(a: WeightDelta, b: WeightDelta) -> None:
     fa, fb = a.meta.get("fingerprint"), b.meta.get("fingerprint")
-    if fa and fb and fa != fb:
+    if same_kind(fa, fb) and fa != fb:
         raise WeightsteerError(f"these belong to different base models ('{a.meta.get('base_model')}' and "
                                f"'{b.meta.get('base_model')}'): compare changes of the same model")
 
@@ -112,6 +113,33 @@ def format_table(sim: Similarity, top: int = 10) -> str:
 
 # ---- the other side: an adapter's change relative to its base ---------------------------------
 
+def model_identity(name: str) -> str:
+    """One spelling per model: an embedded name and its dense folder, or two paths to one folder,
+    compare equal; a hub id is itself."""
+    folder = local_model_folder(name)
+    return str(folder.resolve()) if folder is not None else name.rstrip("/")
+
+
+def check_adapter_base(delta: WeightDelta, adapter_dir: Path, allow_other: bool = False, warn=print) -> None:
+    """Refuse an adapter trained on another base model than the direction's: a PEFT adapter records
+    only its base model's name, so the names are compared (a cosine between changes of two different
+    models means nothing, even where the shapes agree)."""
+    _, config = adapter_method(adapter_dir)
+    theirs, ours = config.get("base_model_name_or_path"), delta.meta.get("base_model")
+    if not theirs or not ours:
+        warn(f"weightsteer: warning: {'the adapter' if not theirs else 'the direction'} does not record its base "
+             "model: cannot check that both belong to the same model")
+        return
+    if model_identity(str(theirs)) == model_identity(str(ours)):
+        return
+    if not allow_other:
+        raise WeightsteerError(f"the adapter in '{adapter_dir}' was trained on '{theirs}' but the direction was made "
+                               f"for '{ours}': compare changes of the same base model (if both names are the same "
+                               "model, pass --allow-other-base)")
+    warn(f"weightsteer: warning: the adapter's base '{theirs}' and the direction's '{ours}' differ by name; "
+         "comparing anyway (--allow-other-base)")
+
+
 def lora_file_change(adapter_dir: Path) -> WeightDelta | None:
     """scaling * B @ A for each module of a plain LoRA folder, read from its files; None when the
     adapter is of a kind whose change needs the base model."""
@@ -121,8 +149,12 @@ def lora_file_change(adapter_dir: Path) -> WeightDelta | None:
              and not config.get("modules_to_save"))
     if not plain or not weights.is_file():
         return None
+    try:
+        tensors = load_file(str(weights))
+    except (SafetensorError, OSError) as err:
+        raise WeightsteerError(f"cannot read {weights} ({err}): it is damaged; copy or train the adapter again") from None
     factors: dict[str, dict[str, torch.Tensor]] = {}
-    for key, tensor in load_file(str(weights)).items():
+    for key, tensor in tensors.items():
         match = LORA_KEY.fullmatch(key)
         if match is None:
             return None  # embeddings, biases, magnitudes: leave them to PEFT
@@ -130,8 +162,11 @@ def lora_file_change(adapter_dir: Path) -> WeightDelta | None:
     alphas = config.get("alpha_pattern") or {}
     parts = {}
     for module, f in factors.items():
+        if set(f) != {"A", "B"} or f["A"].dim() != 2 or f["B"].dim() != 2 or f["B"].shape[1] != f["A"].shape[0]:
+            raise WeightsteerError(f"{weights} is damaged: module '{module}' lacks a lora_A/lora_B pair of matching "
+                                   "rank; copy or train the adapter again")
         r = f["A"].shape[0]
-        lora_alpha = alphas.get(get_pattern_key(alphas.keys(), module), config["lora_alpha"])
+        lora_alpha = alphas.get(get_pattern_key(alphas.keys(), module), config.get("lora_alpha", r))
         scaling = lora_alpha / math.sqrt(r) if config.get("use_rslora") else lora_alpha / r
         parts[f"{module}.weight"] = LowRank(scaling * f["B"], f["A"])
     return WeightDelta(parts, {"base_model": config.get("base_model_name_or_path"), "method": method})
@@ -156,7 +191,12 @@ def merged_change(model, adapter_dir: Path) -> WeightDelta:
         peft_config = PeftConfig.from_pretrained(str(adapter_dir))
         originals = {name: module.weight.detach().clone() for name, module in model.named_modules()
                      if isinstance(module, torch.nn.Linear) and check_target_module_exists(peft_config, name)}
-    peft_model = PeftModel.from_pretrained(model, str(adapter_dir), adapter_name="fine_tune")
+    try:
+        peft_model = PeftModel.from_pretrained(model, str(adapter_dir), adapter_name="fine_tune")
+    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as err:
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        raise WeightsteerError(f"PEFT cannot load the adapter in '{adapter_dir}' onto this model ({reason}): "
+                               "is it damaged, or made for another model?") from None
     try:
         parts = {}
         for name, module in model.named_modules():
@@ -169,7 +209,7 @@ def merged_change(model, adapter_dir: Path) -> WeightDelta:
             model.get_submodule(name).weight.copy_(value)
     if not parts:
         raise WeightsteerError(f"the adapter in '{adapter_dir}' targets no module of this model")
-    return WeightDelta(parts, {"base_model": model_label(model), "fingerprint": model_fingerprint(model),
+    return WeightDelta(parts, {"base_model": model_label(model), "fingerprint": base_fingerprint(model),
                                "method": method})
 
 

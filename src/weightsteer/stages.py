@@ -1,8 +1,13 @@
-"""Resumable stages: an output is rebuilt only when it is missing or its inputs changed.
+"""Resumable stages: an output is rebuilt only when it is missing, damaged or its inputs changed.
 
 Each output has a stamp file beside it holding a hash of its inputs (settings and the hashes of
-input files). Outputs are written atomically and the stamp last, so a run killed at any moment
-either finds a complete output with a matching stamp (skipped) or rebuilds it.
+input files) and a hash of the output as it was written. Outputs are written atomically and the
+stamp last, so a run killed at any moment either finds a complete output with a matching stamp
+(skipped) or rebuilds it; an output changed after it was written (truncated, edited, replaced)
+no longer matches its stamp and is rebuilt, with one line saying so.
+
+Stamps written before output hashes were recorded hold only the inputs' hash; they are still
+honoured, and upgraded with the output's hash the first time they are found fresh.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .atomic import write_text
+from .atomic import remove_stale_temporaries, write_text
 
 
 def file_hash(path: Path) -> str:
@@ -34,19 +39,47 @@ def stamp_path(output: Path) -> Path:
     return output.parent / f".{output.name}.inputs"
 
 
-def is_fresh(output: Path, inputs: dict) -> bool:
+def write_stamp(output: Path, inputs: dict) -> None:
+    write_text(stamp_path(output), json.dumps({"inputs": inputs_key(inputs), "output": file_hash(output)}) + "\n")
+
+
+def staleness(output: Path, inputs: dict) -> str | None:
+    """None when `output` is up to date; else why it must be built ("" when it simply was never built)."""
     stamp = stamp_path(output)
-    return output.exists() and stamp.exists() and stamp.read_text() == inputs_key(inputs)
+    if not output.exists() or not stamp.is_file():
+        return ""
+    text = stamp.read_text(errors="replace").strip()
+    try:
+        recorded = json.loads(text) if text.startswith("{") else {"inputs": text, "output": None}
+        recorded_inputs, recorded_output = recorded["inputs"], recorded["output"]
+    except (ValueError, KeyError, TypeError):
+        return f"its stamp {stamp} is damaged"
+    if recorded_inputs != inputs_key(inputs):
+        return ""  # new settings or inputs: the ordinary reason to build, not worth a line
+    if recorded_output is None:  # an older stamp: trust the output once and record its hash from now on
+        write_stamp(output, inputs)
+        return None
+    if recorded_output != file_hash(output):
+        return "it changed after it was written (damaged or edited)"
+    return None
+
+
+def is_fresh(output: Path, inputs: dict) -> bool:
+    return staleness(output, inputs) is None
 
 
 def run_stage(name: str, output: Path, inputs: dict, build: Callable[[Path], None], log=print) -> bool:
     """Build `output` with build(output) unless it is fresh. Returns True when it was built."""
-    if is_fresh(output, inputs):
+    reason = staleness(output, inputs)
+    if reason is None:
         log(f"[{name}] up to date: {output}")
         return False
+    if reason:
+        log(f"[{name}] rebuilding {output}: {reason}")
     stamp_path(output).unlink(missing_ok=True)
+    remove_stale_temporaries(output)  # left by a run killed in the middle of writing this output
     started = time.time()
     build(output)
-    write_text(stamp_path(output), inputs_key(inputs))
+    write_stamp(output, inputs)
     log(f"[{name}] done in {time.time() - started:.0f} s: {output}")
     return True

@@ -13,9 +13,11 @@ from collections.abc import Iterator
 
 import torch
 
-from .atomic import atomic_path
+from .atomic import atomic_path, check_replaceable, mark_output
 from .delta import LowRank, WeightDelta
 from .errors import WeightsteerError
+
+MERGED_KIND = "merged checkpoint"
 
 
 def check_alpha(alpha) -> float:
@@ -62,7 +64,10 @@ def steer(model, delta: WeightDelta, alpha: float = 1.0) -> Iterator[torch.nn.Mo
 
 
 def save_steered(model, tokenizer, delta: WeightDelta, alpha: float, out_dir) -> None:
-    """A normal Hugging Face checkpoint of the base model with alpha * dW merged in."""
+    """A normal Hugging Face checkpoint of the base model with alpha * dW merged in. `out_dir` must be
+    new or an earlier checkpoint written here: never the base model's folder or anyone else's files."""
+    check_replaceable(out_dir, MERGED_KIND, protected=(getattr(model.config, "_name_or_path", None),))
     with steer(model, delta, alpha), atomic_path(out_dir) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+        mark_output(tmp, MERGED_KIND)

@@ -15,6 +15,7 @@ Files, under out/<model>/<behaviour>[-seed<s>]/ (seed 0 in the plain folder):
   <method>/kl-<dose>/calibration.json                 both signs, with iterations and convergence
   <method>/kl-<dose>/eval/<bench>.{pos,neg}.rows.*    at the calibrated coefficients
   <method>/kl-<dose>/eval/<bench>.summary.json        summary vs base, headroom, SI, coefficients
+  <method>/kl-<dose>/eval/cost.json                   MMLU and coherence at both coefficients (cost.py)
   <prompt method>/eval/<bench>.*                      prompt baselines: no coefficient, no dose, first seed only
   sweep.json                                          which methods finished, which failed and why
   timings.jsonl                                       seconds per stage
@@ -29,12 +30,19 @@ from pathlib import Path
 
 from .adapters import METHODS as WEIGHT_METHODS
 from .atomic import write_json
-from .baselines.activation import ACTIVATION_METHODS, fit_activation_method, load_activation_method
+from .baselines.activation import (
+    ACTIVATION_METHODS,
+    FORMAT,
+    fit_activation_method,
+    load_activation_method,
+    save_activation_method,
+)
 from .behaviours import Behaviour
+from .cost import Cost, CostSettings, write_cost
 from .delta import model_fingerprint
 from .doses import calibrate_dose, dose_dir
 from .errors import WeightsteerError
-from .evals import si
+from .evals import mmlu, si
 from .methods import WeightSteering, prompt_baseline, prompt_only_baseline
 from .pipeline import DataSettings, behaviour_dir, build_direction
 from .results import References, base_stem, rows_files
@@ -44,6 +52,9 @@ from .train import TrainConfig
 PROMPT_METHODS = ("prompt", "prompt_only")
 ALL_METHODS = WEIGHT_METHODS + ACTIVATION_METHODS + PROMPT_METHODS
 SIDES = {"pos": 1, "neg": -1}
+# Surgical informedness is reported on each behaviour's own probe; AIRiskDilemmas' truthfulness metric
+# is that axis only for these behaviours.
+TRUTHFULNESS_BEHAVIOURS = ("honesty",)
 
 
 @dataclass
@@ -60,6 +71,11 @@ class SweepSettings:
     n_calibration: int | None = None  # calibration prompts (default: all of the behaviour's)
     data: DataSettings = field(default_factory=DataSettings)  # its seed is replaced by each unit's
     train: dict = field(default_factory=dict)  # TrainConfig overrides (steps, rank, lr, layer_span)
+    method_train: dict = field(default_factory=dict)  # method -> TrainConfig overrides for it alone (--ia3-*)
+    activation_scale: str = "median_norm"  # "unit" is the reference's (baselines/activation.py)
+    preset: str | None = None  # a presets.py name: its settings-vs-seed table is written as preset.json
+    cost: CostSettings | None = None  # MMLU + coherence per condition (the CLI's default); None: off
+    preset_used: dict = field(default_factory=dict)  # the values this run used for the preset's options
     seeds: tuple[int, ...] = (0,)
 
 
@@ -140,6 +156,11 @@ class UnitWork:
                                    {"method": method, "stage": f"eval {bench}", "seconds": round(seconds, 2)}))
         self.benches = sweep_benchmarks(self.behaviour, settings.benchmarks)
         self.items = items
+        # MMLU and coherence of every condition; their unsteered rows are shared work (in the seed 0 folder)
+        self.cost = None if settings.cost is None else Cost(
+            model, tokenizer, self.refs, self.behaviour, self.folder(0), settings.cost, log,
+            on_timed=lambda method, stage, seconds: self.timings.append(
+                {"method": method, "stage": stage, "seconds": round(seconds, 2)}))
 
     def folder(self, seed: int) -> Path:
         return behaviour_dir(self.out_root, self.model, self.behaviour, seed)
@@ -155,17 +176,18 @@ class UnitWork:
         """(method object, hash of what defines it)."""
         name = unit.method
         if name in WEIGHT_METHODS:
-            train = TrainConfig(method=name, seed=unit.seed, **self.s.train)
+            train = TrainConfig(method=name, seed=unit.seed, **{**self.s.train, **self.s.method_train.get(name, {})})
             run, delta = build_direction(self.model, self.tokenizer, self.behaviour, name, self.out_root,
                                          self.data_settings(unit.seed), train, self.log)
             return WeightSteering(name, delta=delta), file_hash(run / "delta.safetensors")
         if name in ACTIVATION_METHODS:
             path = self.folder(unit.seed) / name / "vectors.safetensors"
             inputs = {"model": self.fingerprint, "method": name, "n_personas": self.s.data.n_personas,
-                      "behaviour": self.behaviour.generation_key(), "seed": unit.seed}
-            run_stage("fit", path, inputs, lambda out: fit_activation_method(
-                name, self.model, self.tokenizer, self.behaviour, self.s.data.n_personas, seed=unit.seed).save(out),
-                self.log)
+                      "behaviour": self.behaviour.generation_key(), "format": FORMAT,
+                      "scale": self.s.activation_scale, "seed": unit.seed}
+            run_stage("fit", path, inputs, lambda out: save_activation_method(fit_activation_method(
+                name, self.model, self.tokenizer, self.behaviour, self.s.data.n_personas,
+                scale=self.s.activation_scale, seed=unit.seed), out), self.log)
             return load_activation_method(path), file_hash(path)
         if self.behaviour.personas is None:
             raise WeightsteerError(f"the '{name}' baseline needs persona pairs, and '{self.behaviour.name}' has none")
@@ -198,16 +220,26 @@ class UnitWork:
                        "target_kl": target_kl, "sides": sides, "base": base_summary,
                        "base_stat": bench.stat(base_summary), "headroom": headroom,
                        "headroom_stat": bench.stat(headroom, shift=True) if headroom else None}
-            if bench.name == "airisk" and len(rows) == 2:
+            if len(rows) == 2 and bench is self.behaviour.probe and hasattr(bench, "si"):
+                summary["si"] = bench.si(rows["neg"], base, rows["pos"], n_boot=self.s.n_boot)  # the behaviour's axis
+            elif bench.name == "airisk" and len(rows) == 2 and self.behaviour.name in TRUTHFULNESS_BEHAVIOURS:
                 summary["si"] = si.surgical_informedness(rows["neg"], base, rows["pos"], metric="log_ratio",
                                                          mass="p_mass", n_boot=self.s.n_boot)
             write_json(folder / "eval" / f"{bench.name}.summary.json", summary)
+        if self.cost is not None:  # what this condition costs: MMLU and coherence, in eval/cost.json
+            write_cost(self.cost, folder, {"method": name, "kind": method_kind(name), "behaviour": self.behaviour.name,
+                                           "target_kl": target_kl}, method, source, cal, self.s.n_boot)
 
     def shared_inputs(self, seed: int) -> list[Path]:
         """The files of the driver's shared work that the units of one seed read (existing ones)."""
         stems = [base_stem(self.out_root, self.model, b) for b in self.benches]
         stems += [self.folder(0) / "headroom" / f"{b.name}.{side}" for b in self.benches for side in ("pos", "neg")]
+        if self.cost is not None and self.cost.items is not None:
+            stems.append(base_stem(self.out_root, self.model, mmlu))
         paths = [p for stem in stems for p in rows_files(stem)]
+        if self.cost is not None:
+            coherence = self.folder(0) / "base" / "coherence.rows.jsonl"
+            paths += [coherence, stamp_path(coherence)]
         data = self.folder(seed) / "data.jsonl"
         return [p for p in [*paths, data, stamp_path(data)] if p.exists()]
 

@@ -40,6 +40,11 @@ class SweepDriver:
         """What units share, made once before any unit: each seed's data (weight methods train on
         it), the unsteered rows and the POS/NEG persona rows (the headroom; also the prompt baseline)."""
         w = self.work
+        if self.s.preset:  # the preset's settings beside the seed's values (the report prints it)
+            from .presets import table
+
+            write_json(w.folder(self.s.seeds[0]) / "preset.json",
+                       {"preset": self.s.preset, "settings": table(self.s.preset, self.s.preset_used)})
         if any(m in WEIGHT_METHODS for m in self.s.methods):
             for seed in self.s.seeds:
                 started = time.time()
@@ -49,6 +54,8 @@ class SweepDriver:
         for bench in w.benches:
             w.refs.base_rows(bench, w.items[bench.name])
             w.refs.headroom(bench, w.items[bench.name])
+        if w.cost is not None:  # the unsteered MMLU and coherence rows every condition is compared with
+            w.cost.base()
         self.append_timings(self.s.seeds[0], w.timings)
 
     # ---- which units are done ---------------------------------------------------------------------
@@ -66,8 +73,18 @@ class SweepDriver:
                            "benches": benches, "shared": shared})
 
     def status(self, seed: int) -> dict:
+        """The seed folder's sweep.json, or {} when it is missing or damaged (it is rewritten unit by unit)."""
         path = self.work.folder(seed) / "sweep.json"
-        return json.loads(path.read_text()) if path.exists() else {}
+        if not path.exists():
+            return {}
+        try:
+            status = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            status = None
+        if not isinstance(status, dict):
+            self.log(f"[sweep] {path} was damaged: starting it again")
+            return {}
+        return status
 
     def is_done(self, unit: Unit, key: str) -> bool:
         entry = self.status(unit.seed).get(unit.method, {})

@@ -37,6 +37,17 @@ def load_tensors(path, *, what: str, fmt: str, fix: str) -> tuple[dict[str, torc
         header = json.loads(raw) if raw else {}
     except (SafetensorError, OSError, ValueError) as err:
         raise WeightsteerError(f"'{path}' is not a readable safetensors file ({err}): {fix}") from None
-    if header.get("format") != fmt:
-        raise WeightsteerError(f"'{path}' is a safetensors file without weightsteer's header, not {what}: {fix}")
+    if not isinstance(header, dict) or header.get("format") != fmt:
+        raise WeightsteerError(f"'{path}' is a safetensors file without weightsteer's header (not weightsteer's "
+                               f"{what}): {fix}")
     return tensors, header
+
+
+def header_format(path) -> str | None:
+    """The "format" of a file's weightsteer header; None for anything else (not safetensors, no header)."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            header = json.loads((f.metadata() or {}).get(HEADER_KEY) or "null")
+    except (SafetensorError, OSError, ValueError):
+        return None
+    return header.get("format") if isinstance(header, dict) else None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -19,7 +18,7 @@ from .adapters import (
     peft_config,
     target_module_names,
 )
-from .atomic import atomic_path
+from .atomic import atomic_path, json_text
 
 IGNORE = -100
 
@@ -35,10 +34,22 @@ class TrainConfig:
     modules: tuple[str, ...] = field(default=LINEAR_MODULES)
     max_length: int = 256
     seed: int = 0
+    # Added for the seed preset (presets.py); at these defaults training is exactly as before.
+    grad_accum: int = 1  # micro-batches of batch_size per optimizer step
+    weight_decay: float = 0.0  # AdamW's
+    warmup_steps: int = 0
+    schedule: str = "constant"  # or "linear": warmup, then linear decay to 0 (transformers' Trainer default)
+    oft_block: int = 0  # OFT block size; 0: the largest usual size that fits (adapters.oft_block_size)
 
     @property
     def learning_rate(self) -> float:
         return self.lr if self.lr is not None else DEFAULT_LR[self.method]
+
+    def key(self) -> dict:
+        """The stage key: every field, except the later ones while they keep their defaults (so adapters
+        trained before those fields existed are not trained again)."""
+        later = {"grad_accum": 1, "weight_decay": 0.0, "warmup_steps": 0, "schedule": "constant", "oft_block": 0}
+        return {k: v for k, v in asdict(self).items() if k not in later or v != later[k]}
 
 
 def tokenize_example(tokenizer, prompt: str | list[dict], response: str, max_length: int) -> tuple[list[int], list[int]]:
@@ -63,6 +74,18 @@ def collate(examples: list[tuple[list[int], list[int]]], pad_id: int) -> dict[st
     return {"input_ids": ids, "labels": labels, "attention_mask": mask}
 
 
+def reply_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The mean next-token cross-entropy over the reply tokens (what `labels=` would give), with the
+    output head run only at the positions that predict a reply token in some row: the prompt's
+    positions need no logits, and the head over a 49k-token vocabulary is a fifth of a small model."""
+    targets = batch["labels"][:, 1:]
+    keep = (targets != IGNORE).any(0).nonzero()[:, 0]
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False,
+                   logits_to_keep=keep).logits
+    return torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), targets[:, keep].flatten(),
+                                             ignore_index=IGNORE)
+
+
 def batch_order(n_rows: int, steps: int, batch_size: int, seed: int) -> list[list[int]]:
     """Seeded epochs of shuffled indices, so both sides see their rows in the same order."""
     gen = torch.Generator().manual_seed(seed)
@@ -70,6 +93,16 @@ def batch_order(n_rows: int, steps: int, batch_size: int, seed: int) -> list[lis
     while len(flat) < steps * batch_size:
         flat += torch.randperm(n_rows, generator=gen).tolist()
     return [flat[i * batch_size:(i + 1) * batch_size] for i in range(steps)]
+
+
+def lr_factor(cfg: TrainConfig, step: int) -> float:
+    """The learning-rate multiplier at optimizer step `step` (0-based): linear warmup over warmup_steps,
+    then constant, or for the "linear" schedule a linear decay to 0 at the last step."""
+    if step < cfg.warmup_steps:
+        return step / cfg.warmup_steps
+    if cfg.schedule == "linear":
+        return max(0.0, (cfg.steps - step) / max(1, cfg.steps - cfg.warmup_steps))
+    return 1.0
 
 
 def train_adapter(model, tokenizer, rows: list[dict], out_dir, cfg: TrainConfig, desc: str = "train") -> list[float]:
@@ -86,26 +119,32 @@ def train_adapter(model, tokenizer, rows: list[dict], out_dir, cfg: TrainConfig,
     device = next(model.parameters()).device
 
     torch.manual_seed(cfg.seed)  # the same initialisation for the pos and the neg adapter
-    peft_model = get_peft_model(model, peft_config(model, cfg.method, targets, cfg.rank))
+    peft_model = get_peft_model(model, peft_config(model, cfg.method, targets, cfg.rank, cfg.oft_block))
     losses = []
     try:
         peft_model.train()
         params = [p for p in peft_model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=0.0)
-        bar = tqdm(batch_order(len(examples), cfg.steps, cfg.batch_size, cfg.seed), desc=desc, unit="step")
-        for indices in bar:
-            batch = collate([examples[i] for i in indices], tokenizer.pad_token_id)
-            loss = peft_model(**{k: v.to(device) for k, v in batch.items()}).loss
-            loss.backward()
+        optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(cfg, step))
+        batches = batch_order(len(examples), cfg.steps * cfg.grad_accum, cfg.batch_size, cfg.seed)
+        bar = tqdm(range(cfg.steps), desc=desc, unit="step")
+        for step in bar:
+            step_loss = 0.0
+            for indices in batches[step * cfg.grad_accum:(step + 1) * cfg.grad_accum]:
+                batch = collate([examples[i] for i in indices], tokenizer.pad_token_id)
+                loss = reply_loss(peft_model, {k: v.to(device) for k, v in batch.items()}) / cfg.grad_accum
+                loss.backward()
+                step_loss += loss.item()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             optimizer.step()
+            scheduler.step()
             optimizer.zero_grad(set_to_none=True)
-            losses.append(loss.item())
+            losses.append(step_loss)
             bar.set_postfix(loss=f"{losses[-1]:.3f}")
         peft_model.eval()
         with atomic_path(out_dir) as tmp:
             peft_model.save_pretrained(tmp)
-            (tmp / "train_log.json").write_text(json.dumps({"config": asdict(cfg), "loss": losses}, indent=2))
+            (tmp / "train_log.json").write_text(json_text({"config": asdict(cfg), "loss": losses}, indent=2))
     finally:
         peft_model.unload()
         with torch.no_grad():

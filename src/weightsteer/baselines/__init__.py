@@ -10,6 +10,8 @@ from .activation import (
     ActivationSteering,
     fit_activation_method,
     load_activation_method,
+    save_activation_method,
 )
 
-__all__ = ["ACTIVATION_METHODS", "ActivationSteering", "fit_activation_method", "load_activation_method"]
+__all__ = ["ACTIVATION_METHODS", "ActivationSteering", "fit_activation_method", "load_activation_method",
+           "save_activation_method"]

@@ -5,6 +5,10 @@ same question under the POS and the NEG persona of the same pair; `neutral` is (
 questions with no persona (the model's default system prompt). Every function returns unit rows,
 shape (k, d): k = 1 for the single-direction methods and k centroids for `cluster_directions`.
 cosine_gated steers along the mean_diff direction; only its application differs (activation.py).
+
+The names follow steering-lite, the reference the seed's tables compare with: mean_diff, mean_centred
+(corpus-mean centring), pca, topk_clusters (centroids signed toward POS) and sspace (sspace.py) are
+its definitions; neutral_bisector and down_proj_subspace are weightsteer's own variants.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import torch
 
 from ..errors import WeightsteerError
 
-SSPACE_FRACTION = 0.25  # sspace keeps the top quarter of the output projection's singular vectors
+SSPACE_FRACTION = 0.25  # down_proj_subspace keeps the top quarter of the output projection's singular vectors
 
 
 def unit(x: torch.Tensor) -> torch.Tensor:
@@ -26,8 +30,17 @@ def mean_diff(pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
     return unit((pos - neg).mean(0))[None]
 
 
-def mean_centred(pos: torch.Tensor, neg: torch.Tensor, neutral: torch.Tensor) -> torch.Tensor:
-    """The bisector of the two persona shifts, each measured from the model's default.
+def mean_centred(pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
+    """Mean-centring as the reference does it (Jorgensen et al. 2024): the POS mean minus the mean of
+    the whole corpus, POS and NEG together. That is n_neg / (n_pos + n_neg) * (mean(pos) - mean(neg)),
+    so its unit direction is exactly mean_diff's (the seed's table shows the two rows identical): the
+    reference keeps it as a separate row, and so does weightsteer, for comparison."""
+    return unit(pos.mean(0) - torch.cat([pos, neg]).mean(0))[None]
+
+
+def neutral_bisector(pos: torch.Tensor, neg: torch.Tensor, neutral: torch.Tensor) -> torch.Tensor:
+    """weightsteer's own variant: the bisector of the two persona shifts, each measured from the model's
+    default (the neutral prompts).
 
     v = unit(unit(mean(pos) - mu) - unit(mean(neg) - mu)), mu = mean of the neutral prompts.
     Centring on the mean of pos and neg together would cancel in the difference (it is exactly
@@ -41,52 +54,67 @@ def mean_centred(pos: torch.Tensor, neg: torch.Tensor, neutral: torch.Tensor) ->
     return unit(unit(pos.mean(0) - mu) - unit(neg.mean(0) - mu))[None]
 
 
-def majority_sign(v: torch.Tensor, diffs: torch.Tensor) -> torch.Tensor:
-    """v or -v, whichever most paired differences project positively on (a tie goes by their sum)."""
-    projections = diffs @ v
-    votes = torch.sign(projections).sum()
-    return -v if votes < 0 or (votes == 0 and projections.sum() < 0) else v
+def toward_pos(centroids: torch.Tensor, diffs: torch.Tensor) -> torch.Tensor:
+    """Each centroid, negated where its projection on the mean paired difference is negative: cosine
+    k-means can settle on a centroid that points toward NEG, which +coef would then push toward."""
+    projection = centroids @ diffs.mean(0)
+    return torch.where(projection[:, None] < 0, -centroids, centroids)
 
 
 def pca(pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
-    """The first principal component of the paired differences, signed by majority vote.
+    """The first principal component of the paired differences, signed as the reference signs it.
 
     The differences are centred before the SVD (ordinary PCA), so this is the axis along which the
-    persona effect varies most across questions, not a restatement of their mean (mean_diff).
+    persona effect varies most across questions, not a restatement of their mean (mean_diff). Its sign:
+    positive when more than half of the centred differences project positively on it; on an exact tie,
+    the sign of the largest centred projection.
     """
     diffs = pos - neg
     if len(diffs) < 2:
         raise WeightsteerError("pca needs at least two persona-pair differences: use more questions")
-    _, _, vh = torch.linalg.svd(diffs - diffs.mean(0), full_matrices=False)
-    return majority_sign(vh[0], diffs)[None]
+    centred = diffs - diffs.mean(0)
+    _, _, vh = torch.linalg.svd(centred, full_matrices=False)
+    v = vh[0]
+    projections = centred @ v
+    positive = float((projections > 0).float().mean())
+    sign = torch.sign(projections[projections.abs().argmax()]) if positive == 0.5 else (1.0 if positive > 0.5 else -1.0)
+    return (sign * v)[None]
 
 
 def cluster_directions(pos: torch.Tensor, neg: torch.Tensor, k: int = 4, seed: int = 0,
-                       max_steps: int = 100) -> torch.Tensor:
-    """Cosine k-means of the paired differences: k unit centroids, initialised from k seeded rows.
+                       n_iters: int = 20) -> torch.Tensor:
+    """k unit centroids of the paired differences by cosine k-means, as the reference runs it.
 
-    Each step assigns every difference to the centroid of highest cosine and moves each centroid
-    to the normalised mean of its members; an empty cluster keeps its centroid.
+    Centroids start at k seeded differences. Each of at most n_iters steps assigns every difference to
+    the centroid of highest cosine; if a centroid has no member it is replaced by a random difference
+    and the step ends there; otherwise each centroid moves to the mean of its members (the raw
+    differences), and the loop stops once no centroid moves by more than 1e-6. Finally every centroid
+    is signed toward POS (toward_pos) and scaled to unit length.
     """
-    points = unit(pos - neg)
-    if len(points) < k:
-        raise WeightsteerError(f"topk_clusters needs at least k={k} differences, got {len(points)}: "
+    diffs = pos - neg
+    n = len(diffs)
+    if n < k:
+        raise WeightsteerError(f"topk_clusters needs at least k={k} differences, got {n}: "
                                "use more questions or a smaller k")
     generator = torch.Generator().manual_seed(seed)
-    centroids = points[torch.randperm(len(points), generator=generator)[:k]]
-    for _ in range(max_steps):
-        members = (points @ centroids.T).argmax(1)
-        moved = torch.stack([unit(points[members == j].sum(0)) if (members == j).any() else centroids[j]
-                             for j in range(k)])
-        if torch.equal(moved, centroids):
+    centroids = diffs[torch.randperm(n, generator=generator)[:k]].clone()
+    for _ in range(n_iters):
+        members = (unit(diffs) @ unit(centroids).T).argmax(1)
+        empty = (torch.bincount(members, minlength=k) == 0).nonzero().flatten()
+        if len(empty):
+            centroids[empty] = diffs[torch.randperm(n, generator=generator)[:len(empty)]]
+            continue
+        moved = torch.stack([diffs[members == j].mean(0) for j in range(k)])
+        if torch.allclose(moved, centroids, atol=1e-6):
             break
         centroids = moved
-    return centroids
+    return unit(toward_pos(centroids, diffs))
 
 
-def sspace(pos: torch.Tensor, neg: torch.Tensor, w_out: torch.Tensor,
-           fraction: float = SSPACE_FRACTION) -> torch.Tensor:
-    """The mean difference projected onto the top left singular vectors of a layer's output weight.
+def down_proj_subspace(pos: torch.Tensor, neg: torch.Tensor, w_out: torch.Tensor,
+                       fraction: float = SSPACE_FRACTION) -> torch.Tensor:
+    """weightsteer's own variant (its `sspace` before the reference definition replaced it, sspace.py):
+    the mean difference projected onto the top left singular vectors of a layer's output weight.
 
     w_out is the (d, d_in) weight of the Linear that writes into this layer's residual stream
     (activation.py uses the MLP's down_proj). Its left singular vectors U are directions in the

@@ -13,3 +13,75 @@ def add_model(p):
     from ..models import DEFAULT_MODEL
 
     p.add_argument("--model", default=DEFAULT_MODEL, help="HF id, local folder or 'smollm2-135m' (default)")
+
+
+def add_allow_modified_base(p):
+    p.add_argument("--allow-modified-base", action="store_true",
+                   help="steer a model whose weights differ from the direction's base (a fine-tuned or already "
+                        "steered copy), with a warning")
+
+
+# ---- option types: a bad value is refused while the command line is read, before any work -------
+
+def count(text: str) -> int:
+    """A whole number of at least 1 (--limit, --batch-size, --n-boot, --steps...)."""
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def whole(text: str) -> int:
+    """A whole number of at least 0 (--max-think, --warmup-steps, --oft-block-size)."""
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def non_negative_number(text: str) -> float:
+    """A finite number of at least 0 (--weight-decay)."""
+    import argparse
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number of at least 0, got {text!r}")
+    return value
+
+
+def positive_number(text: str) -> float:
+    """A finite number above 0 (--lr)."""
+    import argparse
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number above 0, got {text!r}")
+    return value
+
+
+def tolerance(text: str) -> float:
+    """A relative tolerance: a finite number strictly between 0 and 1 (--tol)."""
+    import argparse
+
+    value = positive_number(text)
+    if value >= 1:
+        raise argparse.ArgumentTypeError(f"must be a relative tolerance between 0 and 1, got {text!r}")
+    return value

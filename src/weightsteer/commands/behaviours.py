@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import WeightsteerError
-from . import add_model, log
+from . import add_model, count, log
 
 STARTER = '''\
 # A weightsteer behaviour: what to steer and how to measure it. Every key is documented in
@@ -119,7 +119,7 @@ def register(sub) -> None:
     check = actions.add_parser("check", help="validate a behaviour file and measure its headroom on a model")
     check.add_argument("file", help="a behaviour file (or a built-in name)")
     add_model(check)
-    check.add_argument("--limit", type=int, default=None, help="a seeded, stratified sample of N probe items")
+    check.add_argument("--limit", type=count, default=None, help="a seeded, stratified sample of N probe items")
     check.add_argument("--tinymfv-dir", default=None, help="local copy of tiny-mfv (for tinymfv probes)")
     check.add_argument("--out", default="out", help="root of the run folders, where the headroom rows are kept")
     check.set_defaults(func=cmd_check)

@@ -5,13 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import WeightsteerError
-from . import add_model, log
+from . import add_allow_modified_base, add_model, count, log, tolerance
+from .run import add_max_think
 
 
 def cmd_calibrate(args) -> None:
     from ..behaviours import calibration_questions, load_behaviour
     from ..delta import WeightDelta
     from ..doses import calibrate_dose, dose_dir, parse_doses
+    from ..locks import folder_lock
     from ..methods import WeightSteering
     from ..models import load_model
     from ..stages import file_hash
@@ -20,16 +22,18 @@ def cmd_calibrate(args) -> None:
     prompts = load_behaviour(args.behavior).calibration if args.behavior else calibration_questions()
     delta = WeightDelta.load(args.delta)
     model, tokenizer = load_model(args.model or _model_of(delta))
-    delta.check_fits(model)
+    delta.check_fits(model, args.allow_modified_base)
     method = WeightSteering(delta.meta.get("method", "weight"), delta=delta)
     folder = Path(args.delta).parent
-    for dose in doses:
-        results = calibrate_dose(model, tokenizer, method, file_hash(Path(args.delta)), prompts, folder, dose,
-                                 args.tol, log)
-        for side, r in results.items():
-            state = "converged" if r.converged else f"NOT converged ({r.reason})"
-            print(f"kl {dose:g} {side}: alpha {r.coef:+.4g}  kl_p95 {r.kl:.3f}  {r.iterations} evaluations, {state}")
-        log(f"saved {dose_dir(folder, dose) / 'calibration.json'}")
+    with folder_lock(folder):
+        for dose in doses:
+            results = calibrate_dose(model, tokenizer, method, file_hash(Path(args.delta)), prompts, folder, dose,
+                                     args.tol, log)
+            for side, r in results.items():
+                state = "converged" if r.converged else f"NOT converged ({r.reason})"
+                print(f"kl {dose:g} {side}: alpha {r.coef:+.4g}  kl_p95 {r.kl:.3f}  {r.iterations} evaluations, "
+                      f"{state}")
+            log(f"saved {dose_dir(folder, dose) / 'calibration.json'}")
 
 
 def _model_of(delta) -> str:
@@ -67,20 +71,18 @@ def _steering(args):
 
 def cmd_eval(args) -> None:
     from ..atomic import write_json
-    from ..evals import benchmark
+    from ..evals import benchmark, with_max_think
     from ..methods import UNSTEERED
     from ..models import load_model, model_label
     from ..results import base_stem, score_rows
 
-    if args.limit is not None and args.limit < 1:
-        raise WeightsteerError(f"--limit must be at least 1, got {args.limit}")
-    bench = benchmark(args.benchmark)
+    bench = with_max_think(benchmark(args.benchmark), args.max_think)
     items = bench.load(args.data_dir, args.limit)  # bad data fails before the model loads
     method, coef, label = _steering(args)
     delta = getattr(method, "delta", None)
     model, tokenizer = load_model(args.model if args.model else (_model_of(delta) if delta else "smollm2-135m"))
     if delta is not None:
-        delta.check_fits(model)  # before any scoring, so a mismatch leaves no files
+        delta.check_fits(model, args.allow_modified_base)  # before any scoring, so a mismatch leaves no files
     if hasattr(bench, "check"):
         bench.check(tokenizer)
     root = Path(args.out_root)
@@ -95,14 +97,28 @@ def cmd_eval(args) -> None:
     summary = bench.summarise(rows, base_rows=base if label != "base" else None, n_boot=args.n_boot)
     write_json(out / f"{bench.name}.{label}.summary.json",
                {"benchmark": bench.name, "label": label, "coef": coef, "summary": summary})
+    print(f"{bench.name} [{label}]: {headline(bench, summary, label != 'base')}  ({out})")
+    if bench.name == "tinymfv":
+        from ..evals.tinymfv import foundation_table
+
+        print("\n".join(foundation_table(summary)))
+
+
+def headline(bench, summary: dict, with_shift: bool) -> str:
+    """The benchmark's headline number (and shift vs base); a run where no item could be scored (a
+    model that does not answer the probe: every tiny-mfv cell below the bool-mass floor) says so."""
     value = bench.stat(summary)["mean"]
-    shift = f", shift vs base {bench.stat(summary, shift=True)['mean']:+.3f}" if label != "base" else ""
-    print(f"{bench.name} [{label}]: {bench.HEADLINE_KEY} {value:+.3f}{shift}  ({out})")
+    if value is None:
+        kept = f"0 of {summary['n_cells']} cells kept" if "n_cells" in summary else "no item could be scored"
+        return f"no {bench.HEADLINE_KEY}: {kept}; the model does not answer the probe"
+    shift = bench.stat(summary, shift=True)["mean"] if with_shift else None
+    return f"{bench.HEADLINE_KEY} {value:+.3f}" + (f", shift vs base {shift:+.3f}" if shift is not None else
+                                                    ", shift vs base n/a" if with_shift else "")
 
 
 def register(sub) -> None:
     p = sub.add_parser("eval", help="score a model (optionally steered or prompted) on a benchmark or a probe")
-    p.add_argument("benchmark", help="tinymfv, airisk, a built-in behaviour's probe (e.g. sycophancy) or a "
+    p.add_argument("benchmark", help="tinymfv, airisk, mmlu, a built-in behaviour's probe (e.g. sycophancy) or a "
                                      "behaviour file's probe (path to the .toml)")
     p.add_argument("--model", default=None, help="default: the direction's base model, else smollm2-135m")
     p.add_argument("--delta", help="a steering direction (delta.safetensors)")
@@ -110,13 +126,15 @@ def register(sub) -> None:
     p.add_argument("--calibrated", choices=("pos", "neg"), help="use the calibrated alpha beside --delta")
     p.add_argument("--target-kl", default=None, help="with --calibrated: which dose, when there are several")
     p.add_argument("--prompt", help="prompt baseline: this text as the system prompt")
-    p.add_argument("--limit", type=int, default=None,
+    p.add_argument("--limit", type=count, default=None,
                    help="a seeded sample of N items, stratified by the benchmark's groups, for a quick look")
     p.add_argument("--data-dir", default=None, help="local copy of the benchmark's data")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--n-boot", type=int, default=256)
+    add_max_think(p)
+    p.add_argument("--batch-size", type=count, default=16)
+    p.add_argument("--n-boot", type=count, default=256)
     p.add_argument("--out", default=None, help="folder for rows and summary (default: the run folder)")
     p.add_argument("--out-root", default="out", help="root of the run folders, where unsteered rows are shared")
+    add_allow_modified_base(p)
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("calibrate", help="iso-KL: the alpha of each sign at which kl_p95 hits the target")
@@ -124,7 +142,8 @@ def register(sub) -> None:
     p.set_defaults(model=None)
     p.add_argument("--delta", required=True)
     p.add_argument("--target-kl", default="1", help="kl_p95 in nats, or a comma list of doses (default 1)")
-    p.add_argument("--tol", type=float, default=0.05, help="relative tolerance on kl_p95 (default 0.05)")
+    p.add_argument("--tol", type=tolerance, default=0.05, help="relative tolerance on kl_p95 (default 0.05)")
     p.add_argument("--behavior", "--behaviour", dest="behavior", default=None,
                    help="calibrate on this behaviour's calibration prompts (default: the question pool's 40)")
+    add_allow_modified_base(p)
     p.set_defaults(func=cmd_calibrate)

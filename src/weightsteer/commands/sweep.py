@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 import sys
 import time
@@ -9,14 +10,18 @@ from pathlib import Path
 
 from ..errors import WeightsteerError
 from ..executors import EXECUTORS
-from . import add_model, log
+from . import add_model, count, log, tolerance
 from .run import (
+    add_cost_args,
     add_direction_args,
     add_eval_args,
+    add_max_think,
     behaviour_from,
     benchmarks_from,
     check_tokenizer,
+    cost_settings_from,
     data_dirs_from,
+    ia3_overrides,
     seeds_from,
     settings_from,
 )
@@ -45,7 +50,10 @@ def make_executor(args):
 
 def cmd_sweep(args) -> None:
     from ..doses import parse_doses
+    from ..locks import folder_lock
     from ..models import load_model
+    from ..pipeline import behaviour_dir
+    from ..presets import defaults
     from ..sweep import SweepSettings, parse_methods
     from ..sweep_driver import SweepDriver
 
@@ -56,21 +64,38 @@ def cmd_sweep(args) -> None:
     behaviour = behaviour_from(args)
     executor = make_executor(args)
     benches = benchmarks_from(args, behaviour)  # every benchmark's data read and checked up front
+    pos_only = tuple(b.strip() for b in args.pos_only.split(",") if b.strip())
+    unknown = sorted(set(pos_only) - {b.name for b, _ in benches})
+    if unknown:
+        raise WeightsteerError(f"--pos-only names {', '.join(unknown)}, which this sweep does not score: choose from "
+                               f"{', '.join(b.name for b, _ in benches)}")
     settings = SweepSettings(behaviour, methods, tuple(b for b, _ in benches), doses, args.tol, args.limit,
-                             data_dirs_from(args), pos_only=tuple(b for b in args.pos_only.split(",") if b),
+                             data_dirs_from(args), pos_only=pos_only,
                              n_calibration=args.n_calibration, data=data,
-                             train={"steps": train.steps, "rank": train.rank, "lr": train.lr,
-                                    "layer_span": train.layer_span}, seeds=seeds)
+                             train={k: getattr(train, k) for k in ("steps", "rank", "lr", "layer_span", "batch_size",
+                                                                   "grad_accum", "weight_decay", "warmup_steps",
+                                                                   "schedule", "max_length", "oft_block")},
+                             activation_scale=args.activation_scale, preset=args.preset,
+                             method_train={"ia3": ia3_overrides(args)}, cost=cost_settings_from(args),
+                             preset_used={k: getattr(args, k) for k in defaults(args.preset)} if args.preset else {},
+                             seeds=seeds)
     started = time.time()
     model, tokenizer = load_model(args.model)
     check_tokenizer(tokenizer, benches)
     items = {b.name: bench_items for b, bench_items in benches}
-    status = SweepDriver(model, tokenizer, settings, items, Path(args.out), log).run(executor)
-    failed = [str(u) for u, entry in status.items() if not entry.get("ok")]
+    with contextlib.ExitStack() as locks:  # every seed folder this sweep writes
+        for seed in seeds:
+            locks.enter_context(folder_lock(behaviour_dir(Path(args.out), model, behaviour, seed)))
+        status = SweepDriver(model, tokenizer, settings, items, Path(args.out), log).run(executor)
+    failed = [u for u, entry in status.items() if not entry.get("ok")]
     log(f"sweep finished in {time.time() - started:.0f} s: {len(status) - len(failed)} of {len(status)} units ok"
-        + (f", failed: {', '.join(failed)}" if failed else ""))
+        + (f", failed: {', '.join(map(str, failed))}" if failed else ""))
+    for u in failed:  # each cause on its own line, so the final error can stay one line
+        log(f"  {u}: {status[u].get('error', 'no result recorded')}")
     if failed and len(failed) == len(status):
-        raise WeightsteerError("every unit failed: see the messages above and sweep.json")
+        causes = {status[u].get("error", "no result recorded") for u in failed}
+        cause = f": {causes.pop()}" if len(causes) == 1 else " (causes listed above)"
+        raise WeightsteerError(f"every unit failed{cause}; details in sweep.json")
 
 
 def cmd_report(args) -> None:
@@ -86,14 +111,15 @@ def cmd_report(args) -> None:
 
 def cmd_headroom(args) -> None:
     from ..behaviours import load_behaviour
+    from ..evals import with_max_think
     from ..headroom import headroom_verdict
     from ..models import load_model
     from ..report import ci
     from ..results import References
 
-    if args.limit is not None and args.limit < 1:
-        raise WeightsteerError(f"--limit must be at least 1, got {args.limit}")
     behaviours = [load_behaviour(spec.strip()) for spec in args.behavior.split(",")]
+    behaviours = [b.with_probe(with_max_think(b.probe, args.max_think)) if b.probe is not None else b
+                  for b in behaviours]
     dirs = data_dirs_from(args)
     items = {b.name: b.probe.load(dirs.get(b.probe.name), args.limit) for b in behaviours if b.probe is not None}
     model, tokenizer = load_model(args.model)
@@ -110,7 +136,11 @@ def cmd_headroom(args) -> None:
 
 
 def register(sub) -> None:
+    from ..adapters import METHODS as WEIGHT_METHODS
+    from ..baselines.activation import OWN_METHODS, REFERENCE_METHODS, SCALES
     from ..behaviours import builtin_names
+    from ..presets import PRESETS
+    from ..sweep import PROMPT_METHODS
 
     p = sub.add_parser("sweep", help="every method for a behaviour: build, calibrate to each KL dose, evaluate")
     add_model(p)
@@ -118,11 +148,21 @@ def register(sub) -> None:
     add_eval_args(p, evals_default="sycophancy",
                   evals_help="benchmarks scored beside the behaviour's probe: a comma list of tinymfv, airisk "
                              "or a built-in behaviour's probe (default sycophancy; '' for the probe alone)")
-    p.add_argument("--methods", default="all", help="comma list of methods, or all / weight / activation / prompting")
+    p.add_argument("--methods", default="all",
+                   help="comma list of methods, or all / weight / activation / prompting. Weight: "
+                        f"{', '.join(WEIGHT_METHODS)}. Activation, the reference's: {', '.join(REFERENCE_METHODS)}; "
+                        f"weightsteer's own: {', '.join(OWN_METHODS)}. Prompting: {', '.join(PROMPT_METHODS)}")
     p.add_argument("--target-kl", default="1", help="the dose: kl_p95 in nats, or a comma list of doses (default 1)")
-    p.add_argument("--tol", type=float, default=0.05)
+    p.add_argument("--tol", type=tolerance, default=0.05, help="relative tolerance on kl_p95 (default 0.05)")
     p.add_argument("--pos-only", default="", help="benchmarks to score at +C only, e.g. tinymfv (halves their cost)")
-    p.add_argument("--n-calibration", type=int, default=None, help="calibration prompts (default: all 40)")
+    p.add_argument("--n-calibration", type=count, default=None, help="calibration prompts (default: all 40)")
+    p.add_argument("--activation-scale", default="median_norm", choices=SCALES,
+                   help="activation vectors: unit (the reference: the same unit vector at every layer) or "
+                        "median_norm (times each layer's median residual norm; default)")
+    p.add_argument("--preset", default=None, choices=sorted(PRESETS),
+                   help="seed: the seed's configuration for Qwen3-0.6B (model, trad_care personas, layers, dose, "
+                        "tiny-mfv thinking, adapter training; docs/presets.md); options given explicitly win")
+    add_cost_args(p)
     p.add_argument("--executor", default="local", choices=EXECUTORS,
                    help="local: every unit in this process (default); ray: each unit a Ray task (docs/distributed.md)")
     p.add_argument("--address", default=None,
@@ -130,16 +170,17 @@ def register(sub) -> None:
     p.add_argument("--gpus-per-task", type=float, default=None, help="ray: GPUs per unit (default 1 with CUDA, else 0)")
     p.add_argument("--cpus-per-task", type=float, default=None, help="ray: CPUs per unit (default 1)")
     p.add_argument("--max-retries", type=int, default=2, help="ray: retries of a unit whose worker died (default 2)")
-    p.set_defaults(func=cmd_sweep)
+    p.set_defaults(func=cmd_sweep, command_parser=p)
 
     p = sub.add_parser("headroom", help="how far each behaviour's probe moves under the POS vs NEG persona prompt")
     add_model(p)
     p.add_argument("--behavior", "--behaviour", dest="behavior", default=",".join(builtin_names()),
                    help="a comma list of built-in behaviours or behaviour files (default: every built-in)")
     p.add_argument("--out", default="out")
-    p.add_argument("--limit", type=int, default=None, help="a seeded, stratified sample of N probe items")
+    p.add_argument("--limit", type=count, default=None, help="a seeded, stratified sample of N probe items")
     p.add_argument("--tinymfv-dir", default=None, help="local copy of tiny-mfv (default: the hub)")
-    p.set_defaults(func=cmd_headroom, airisk_dir=None)
+    add_max_think(p)
+    p.set_defaults(func=cmd_headroom, airisk_dir=None, mmlu_dir=None)
 
     p = sub.add_parser("report", help="markdown tables and plots from saved sweep summaries")
     add_model(p)

@@ -12,14 +12,14 @@ A benchmark is any object with:
 - HEADLINE_KEY, and stat(summary, *, shift=False) -> {"mean", "lo", "hi"}: the number report tables
   show (tinymfv mean logit(wrongness); airisk truthfulness log-ratio), or its paired shift vs base.
 
-The modules tinymfv and airisk are benchmarks; so is every behaviour's probe (probes/), and the
+The modules tinymfv, airisk and mmlu (capability: what steering costs) are benchmarks; so is every behaviour's probe (probes/), and the
 probes of the built-in behaviours can be asked for by the behaviour's name (`--evals sycophancy`).
 si.py (surgical informedness) and stats.py (bootstrap) work on the rows of any of them.
 """
 
-from . import airisk, tinymfv
+from . import airisk, mmlu, tinymfv
 
-BENCHMARKS = {module.name: module for module in (tinymfv, airisk)}
+BENCHMARKS = {module.name: module for module in (tinymfv, airisk, mmlu)}
 
 
 def benchmark(name: str):
@@ -38,6 +38,16 @@ def benchmark(name: str):
         return behaviour.probe
     raise WeightsteerError(f"unknown benchmark '{name}': choose from {', '.join(benchmark_names())}, or "
                            "give a behaviour file (.toml) to score its probe")
+
+
+def with_max_think(bench, max_think: int):
+    """`bench` scored with a guided thought of up to max_think tokens where it has such a mode (tiny-mfv
+    and tiny-mfv axis probes; `--max-think`), else `bench` itself."""
+    if max_think <= 0:
+        return bench
+    if bench is tinymfv:
+        return tinymfv.Guided(max_think)
+    return bench.thinking(max_think) if hasattr(bench, "thinking") else bench
 
 
 def benchmark_names() -> list[str]:

@@ -27,45 +27,63 @@ from pathlib import Path
 import numpy as np
 import torch
 from tqdm.auto import tqdm
-from transformers import GenerationConfig, StoppingCriteriaList, StopStringCriteria
 
 from .. import chat
+from ..decode import BATCH as DECODE_BATCH
+from ..decode import decode, stop_token_ids
 from ..errors import WeightsteerError
+from ..hub import hub_problem
+from ..jsonl import jsonl_rows
 
 _DECODED_VOCAB: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def hub_file(repo_id: str, filename: str, local_layout: str) -> Path:
     """Download one file of a hub dataset (or take it from the local hub cache)."""
-    from huggingface_hub import hf_hub_download
+    from huggingface_hub import hf_hub_download, try_to_load_from_cache
 
+    advice = (f"pass a local copy ({local_layout}) with --data-dir (eval), or --tinymfv-dir / --airisk-dir / "
+              "--mmlu-dir (run, sweep, headroom)")
+    cached = try_to_load_from_cache(repo_id, filename, repo_type="dataset")
+    if isinstance(cached, str):
+        return Path(cached)
+    problem = hub_problem()
+    if problem:  # fail in seconds, not after the download's retries
+        raise WeightsteerError(f"could not fetch {filename} of dataset {repo_id}: the Hugging Face hub cannot be "
+                               f"used ({problem}); {advice}")
     try:
         return Path(hf_hub_download(repo_id, filename, repo_type="dataset"))
-    except Exception as err:  # no network, proxy errors, missing file: all mean "use a local copy"
-        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
+    except Exception as err:  # proxy errors, missing file, a hub that stops answering: all mean "use a local copy"
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise WeightsteerError(f"could not fetch {filename} of dataset {repo_id} from the Hugging Face hub "
-                               f"({reason}): the hub may be unreachable; pass --data-dir with a local copy "
-                               f"({local_layout})") from None
+                               f"({reason}); {advice}") from None
 
 
-def read_jsonl(path: Path, required: Sequence[str]) -> list[dict]:
-    """The rows of a JSONL file, each checked to have the required columns."""
+MAX_TEXT_CHARS = 20_000  # a benchmark text longer than this is a damaged file, not a prompt
+
+
+def read_jsonl(path: Path, required: Sequence[str], any_type: Sequence[str] = ()) -> list[dict]:
+    """The rows of a UTF-8 JSONL file, each checked to have the required columns, each a non-empty
+    string of at most MAX_TEXT_CHARS characters (except the columns in `any_type`)."""
     if not path.is_file():
         raise WeightsteerError(f"data file {path} does not exist")
     rows = []
-    with open(path) as f:
-        for line_no, line in enumerate(f, start=1):
-            if not line.strip():
+    for row, where in jsonl_rows(path):
+        missing = [c for c in required if not isinstance(row, dict) or c not in row]
+        if missing:
+            raise WeightsteerError(f"{where} has no column {missing[0]!r} "
+                                   f"(required: {', '.join(required)})")
+        for column in required:
+            value = row[column]
+            if column in any_type:
                 continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise WeightsteerError(f"{path} line {line_no} is not valid JSON ({err.msg})") from None
-            missing = [c for c in required if not isinstance(row, dict) or c not in row]
-            if missing:
-                raise WeightsteerError(f"{path} line {line_no} has no column {missing[0]!r} "
-                                       f"(required: {', '.join(required)})")
-            rows.append(row)
+            if not isinstance(value, str) or not value.strip():
+                raise WeightsteerError(f"{where}: {column!r} must be a non-empty string, got "
+                                       f"{json.dumps(value)[:40]}")
+            if len(value) > MAX_TEXT_CHARS:
+                raise WeightsteerError(f"{where}: {column!r} is {len(value)} characters long, more "
+                                       f"than the {MAX_TEXT_CHARS} a benchmark item may have; is the file damaged?")
+        rows.append(row)
     if not rows:
         raise WeightsteerError(f"data file {path} has no rows")
     return rows
@@ -116,25 +134,35 @@ def next_token_logprobs(model, tokenizer, prompts: Sequence[str], token_sets: Se
     return out
 
 
+def cut_at(text: str, stop: str, keep: bool) -> str:
+    """`text` up to the first `stop` (and including it when keep); all of it when stop does not occur."""
+    at = text.find(stop)
+    return text if at < 0 else text[:at + len(stop)] if keep else text[:at]
+
+
 @torch.inference_mode()
 def greedy_continuations(model, tokenizer, prompts: Sequence[str], *, max_new_tokens: int,
-                         stop: str | None = None, batch_size: int = 16, progress: bool = True,
-                         desc: str = "generating") -> list[str]:
-    """The greedy continuation of each prompt, cut before `stop` if it appears; special tokens removed."""
-    eos = model.generation_config.eos_token_id
-    config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False,
-                              eos_token_id=eos if eos is not None else tokenizer.eos_token_id,
-                              pad_token_id=tokenizer.pad_token_id)
-    # Built once: it indexes the whole vocabulary, which generate(stop_strings=...) would redo per batch.
-    stopping = StoppingCriteriaList([StopStringCriteria(tokenizer, [stop])]) if stop else None
+                         stop: str | None = None, keep_stop: bool = False, batch_size: int = 16,
+                         progress: bool = True, desc: str = "generating") -> list[str]:
+    """The greedy continuation of each prompt, cut before `stop` if it appears (after it with keep_stop,
+    so a caller can tell a stopped continuation from one that ran out of tokens); special tokens removed.
+
+    A row stops at an end-of-sequence token or as soon as its text contains `stop`. Batches hold at
+    least decode.BATCH prompts: a decoding step costs about the same for 64 rows as for 16."""
+    stops = stop_token_ids(model, tokenizer)
+    batch_size = max(batch_size, DECODE_BATCH)
+
+    def has_stop(tokens: list[int]) -> bool:
+        return stop in tokenizer.decode(tokens, skip_special_tokens=True)
+
     device = next(model.parameters()).device
     texts = [""] * len(prompts)
     with tqdm(total=len(prompts), desc=desc, disable=not progress) as bar:
         for batch in _length_sorted_batches(tokenizer, prompts, batch_size):
             enc = chat.encode(tokenizer, [prompts[i] for i in batch], device)
-            generated = model.generate(**enc, generation_config=config, stopping_criteria=stopping)
-            new_tokens = generated[:, enc.input_ids.shape[1]:]
+            new_tokens = decode(model, enc.input_ids, enc.attention_mask, max_new_tokens=max_new_tokens,
+                                stop_ids=stops, done=has_stop if stop else None).tokens
             for i, text in zip(batch, tokenizer.batch_decode(new_tokens, skip_special_tokens=True), strict=True):
-                texts[i] = text.split(stop)[0] if stop else text
+                texts[i] = cut_at(text, stop, keep_stop) if stop else text
             bar.update(len(batch))
     return texts

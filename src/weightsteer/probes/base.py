@@ -10,6 +10,7 @@ much probability the scored tokens get at all, so a probe the model does not ans
 from __future__ import annotations
 
 from ..evals.sampling import stratified_sample
+from ..evals.si import surgical_informedness
 from ..evals.stats import summarise_by_id
 
 HEADLINE_KEY = "log_ratio"
@@ -54,6 +55,12 @@ class Probe:
     def stat(self, summary: dict, *, shift: bool = False) -> dict:
         """{"mean", "lo", "hi"} of the headline (or of its paired shift vs base)."""
         return (summary["shift"] if shift else summary)[self.HEADLINE_KEY]
+
+    def si(self, minus_rows: list[dict], base_rows: list[dict], plus_rows: list[dict], n_boot: int = 256) -> dict:
+        """Bidirectional surgical informedness on the probe's own axis (evals/si.py): a row is on the
+        POS side when its log-ratio is positive; the mass is the probe's."""
+        return surgical_informedness(minus_rows, base_rows, plus_rows, metric=self.HEADLINE_KEY, mass=self.mass_key,
+                                     n_boot=n_boot)
 
     def describe(self) -> str:
         return f"{self.kind}, {len(self.items)} items"
