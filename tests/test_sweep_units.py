@@ -85,14 +85,14 @@ def test_bad_seeds_and_executor_options_are_one_line_errors(capsys):
                         (["--seeds", "-1"], "--seeds takes non-negative integers"),
                         (["--gpus-per-task", "1"], "--gpus-per-task is for the ray executor"),
                         (["--executor", "dask"], "invalid choice")):
-        assert main(["sweep", "--methods", "prompt", *argv]) == 2
+        assert main(["sweep", "--methods", "prompt", "--no-cost", *argv]) == 2
         err = capsys.readouterr().err
         assert words in err and len(err.strip().splitlines()) == 1
 
 
 def test_ray_executor_without_ray_says_how_to_install(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray raises ImportError
-    assert main(["sweep", "--methods", "prompt", "--executor", "ray"]) == 2
+    assert main(["sweep", "--methods", "prompt", "--no-cost", "--executor", "ray"]) == 2
     err = capsys.readouterr().err.strip()
     assert err == ('weightsteer: error: the ray executor needs Ray, which is not installed: '
                    'pip install "weightsteer[ray]"')

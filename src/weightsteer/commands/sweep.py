@@ -62,7 +62,6 @@ def cmd_sweep(args) -> None:
     seeds = seeds_from(args)
     doses = parse_doses(args.target_kl)
     behaviour = behaviour_from(args)
-    executor = make_executor(args)
     benches = benchmarks_from(args, behaviour)  # every benchmark's data read and checked up front
     pos_only = tuple(b.strip() for b in args.pos_only.split(",") if b.strip())
     unknown = sorted(set(pos_only) - {b.name for b, _ in benches})
@@ -79,6 +78,7 @@ def cmd_sweep(args) -> None:
                              method_train={"ia3": ia3_overrides(args)}, cost=cost_settings_from(args),
                              preset_used={k: getattr(args, k) for k in defaults(args.preset)} if args.preset else {},
                              seeds=seeds)
+    executor = make_executor(args)  # Ray imported and joined (or started) before the model loads
     started = time.time()
     model, tokenizer = load_model(args.model)
     check_tokenizer(tokenizer, benches)
