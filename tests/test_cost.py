@@ -13,8 +13,10 @@ from weightsteer.behaviours import load_behaviour
 from weightsteer.calibrate import load_calibration
 from weightsteer.cost import CostSettings, parse_mmlu_n, spread
 from weightsteer.evals import mmlu
+from weightsteer.executors import LocalExecutor
 from weightsteer.report import build_report
-from weightsteer.sweep import Sweep, SweepSettings
+from weightsteer.sweep import SweepSettings
+from weightsteer.sweep_driver import SweepDriver
 
 
 def test_parse_mmlu_n_and_spread():
@@ -33,7 +35,9 @@ def test_sweep_measures_cost_at_every_condition_and_reports_it(tiny_llama, tmp_p
     settings = SweepSettings(behaviour, ("mean_diff", "prompt"), (), (0.01, 0.02), limit=4, n_calibration=4,
                              n_boot=32, cost=CostSettings(mmlu_n=8, mmlu_dir=str(SHARED_DATA / "mmlu"),
                                                           n_coherence=3, max_new_tokens=8))
-    status = Sweep(model, tokenizer, settings, tmp_path, log=lambda _: None).run()
+    items = {behaviour.probe.name: behaviour.probe.load(None, 4)}
+    status = SweepDriver(model, tokenizer, settings, items, tmp_path, log=lambda _: None).run(
+        LocalExecutor(lambda _: None))
     assert all(s["ok"] for s in status.values()), status
     root = tmp_path / "tiny-model" / "mood"
     items = mmlu.load(SHARED_DATA / "mmlu", 8)

@@ -83,6 +83,10 @@ def load_model(name_or_path: str = DEFAULT_MODEL, *, dtype: torch.dtype | None =
             raise WeightsteerError(f"could not load model '{name_or_path}' from the Hugging Face hub: "
                                    f"{_first_line(err)}; check the id, or pass a local folder") from None
     model.to(device).eval()
+    # Inference only (adapters bring their own trainable parameters). PEFT freezes the base weights
+    # anyway, and CPU kernels take another path for frozen weights (~1e-6 apart), so a model frozen
+    # from the start scores the same whether or not an adapter was trained on it before.
+    model.requires_grad_(False)
     prepare_tokenizer(tokenizer)
     # Recorded so a saved steering direction can say which base model it belongs to.
     model.config.weightsteer_model = name_or_path

@@ -1,7 +1,9 @@
 """data -> train (pos, neg) -> dW, as resumable stages in the run folder.
 
 Layout (DESIGN.md): out/<model>/<behaviour>/data.jsonl is shared by every method of a behaviour;
-out/<model>/<behaviour>/<method>/ holds adapters/pos, adapters/neg and delta.safetensors. The data
+out/<model>/<behaviour>/<method>/ holds adapters/pos, adapters/neg and delta.safetensors. That is
+seed 0; seed s > 0 has the same layout in the sibling folder out/<model>/<behaviour>-seed<s>/, with
+its own data (sampled with seed s) and its own adapters (initialised and shuffled with seed s). The data
 are sampled under the behaviour's personas or, when the behaviour names a contrastive data file
 (`--data`), read from it; either way the stamp records what they came from, so a changed persona or
 data file rebuilds them and everything after.
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -38,12 +41,27 @@ class DataSettings:
     batch_size: int = 80  # a whole side per batch: decoding on a CPU is bound by reading the weights
 
 
-def behaviour_dir(out_root: Path, model, behaviour: Behaviour) -> Path:
-    return Path(out_root) / model_label(model) / behaviour.name
+def seed_folder_name(behaviour_name: str, seed: int = 0) -> str:
+    """Seed 0 keeps the plain behaviour folder (the runs made before seeds existed); seed s > 0 gets a sibling."""
+    return behaviour_name if seed == 0 else f"{behaviour_name}-seed{seed}"
 
 
-def method_dir(out_root: Path, model, behaviour: Behaviour, method: str) -> Path:
-    return behaviour_dir(out_root, model, behaviour) / method
+def seed_folders(model_root: Path, behaviour_name: str) -> dict[int, Path]:
+    """{seed: folder} of every seed of a behaviour that has a folder under out/<model>/, lowest seed first."""
+    found = {}
+    for path in Path(model_root).glob(f"{behaviour_name}*"):
+        match = re.fullmatch(re.escape(behaviour_name) + r"(?:-seed([1-9]\d*))?", path.name)
+        if match and path.is_dir():
+            found[int(match.group(1) or 0)] = path
+    return dict(sorted(found.items()))
+
+
+def behaviour_dir(out_root: Path, model, behaviour: Behaviour, seed: int = 0) -> Path:
+    return Path(out_root) / model_label(model) / seed_folder_name(behaviour.name, seed)
+
+
+def method_dir(out_root: Path, model, behaviour: Behaviour, method: str, seed: int = 0) -> Path:
+    return behaviour_dir(out_root, model, behaviour, seed) / method
 
 
 def data_inputs(model, behaviour: Behaviour, data: DataSettings) -> tuple[dict, list[dict] | None]:
@@ -60,7 +78,7 @@ def data_inputs(model, behaviour: Behaviour, data: DataSettings) -> tuple[dict, 
 
 
 def build_data(model, tokenizer, behaviour: Behaviour, out_root: Path, data: DataSettings, log=print) -> Path:
-    path = behaviour_dir(out_root, model, behaviour) / "data.jsonl"
+    path = behaviour_dir(out_root, model, behaviour, data.seed) / "data.jsonl"
     inputs, given = data_inputs(model, behaviour, data)
 
     def build(out: Path) -> None:
@@ -87,7 +105,7 @@ def build_direction(model, tokenizer, behaviour: Behaviour, method: str, out_roo
     train = replace(train, method=method) if train else TrainConfig(method=method)
     data_path = build_data(model, tokenizer, behaviour, out_root, data, log)
     rows = read_jsonl(data_path)
-    run = method_dir(out_root, model, behaviour, method)
+    run = method_dir(out_root, model, behaviour, method, data.seed)
     for side in ("pos", "neg"):
         side_rows = [r for r in rows if r["side"] == side]
         inputs = {"data": file_hash(data_path), "train": train.key()}

@@ -21,10 +21,26 @@ def _save(fig, path: Path) -> None:
     plt.close(fig)
 
 
-def metric_vs_alpha(by_method: dict[str, list[dict]], bench: str, path: Path) -> None:
+def alpha_curve(doses: list[dict]) -> list[tuple[float, dict]]:
+    """(coefficient, shift) at every calibrated side of every dose, and 0 at alpha 0, by coefficient."""
+    points = [(0.0, {"mean": 0.0, "lo": 0.0, "hi": 0.0})]
+    points += [(side["coef"], side["shift"]) for s in doses for side in s["sides"].values()]
+    return sorted((p for p in points if p[1]["mean"] is not None), key=lambda p: p[0])
+
+
+def mean_curve(curves: list[list[tuple[float, dict]]]) -> list[tuple[float, float]]:
+    """The seeds' curves averaged point by point (the same doses and sides in the same order)."""
+    n = min(len(c) for c in curves)
+    return [(sum(c[i][0] for c in curves) / len(curves), sum(c[i][1]["mean"] for c in curves) / len(curves))
+            for i in range(n)]
+
+
+def metric_vs_alpha(runs: list[dict[str, list[dict]]], bench: str, path: Path) -> None:
     """One panel per method with a coefficient: the shift vs base at every calibrated coefficient of
-    every dose (and 0 at alpha 0), with its 95% CI band."""
-    methods = [m for m, doses in by_method.items() if doses[0]["sides"]["pos"].get("coef") is not None]
+    every dose (and 0 at alpha 0). One seed: its line with the 95% CI band. Several seeds: each seed's
+    line faintly, behind the mean over seeds."""
+    first = runs[0]
+    methods = [m for m, doses in first.items() if doses[0]["sides"]["pos"].get("coef") is not None]
     path.unlink(missing_ok=True)  # an old plot must not outlive the data it showed
     if not methods:
         return
@@ -32,18 +48,23 @@ def metric_vs_alpha(by_method: dict[str, list[dict]], bench: str, path: Path) ->
     rows = -(-len(methods) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.6 * rows), squeeze=False, sharey=True)
     for ax, method in zip(axes.flat, methods, strict=False):
-        points = [(0.0, {"mean": 0.0, "lo": 0.0, "hi": 0.0})]
-        points += [(side["coef"], side["shift"]) for s in by_method[method] for side in s["sides"].values()]
-        points = sorted((p for p in points if p[1]["mean"] is not None), key=lambda p: p[0])
-        xs = [p[0] for p in points]
-        ax.plot(xs, [p[1]["mean"] for p in points], marker="o")
-        ax.fill_between(xs, [p[1]["lo"] for p in points], [p[1]["hi"] for p in points], alpha=0.25)
+        curves = [alpha_curve(run[method]) for run in runs if method in run]
+        if len(curves) == 1:
+            xs = [p[0] for p in curves[0]]
+            ax.plot(xs, [p[1]["mean"] for p in curves[0]], marker="o")
+            ax.fill_between(xs, [p[1]["lo"] for p in curves[0]], [p[1]["hi"] for p in curves[0]], alpha=0.25)
+        else:
+            for curve in curves:
+                ax.plot([p[0] for p in curve], [p[1]["mean"] for p in curve], color="C0", alpha=0.3, lw=0.8)
+            ax.plot(*zip(*mean_curve(curves), strict=True), color="C0", marker="o", label=f"mean of {len(curves)} seeds")
+            ax.legend(fontsize=6)
         ax.set_title(method, fontsize=9)
         ax.axhline(0, color="grey", lw=0.5)
         ax.set_xlabel("alpha (calibrated doses)", fontsize=8)
     for ax in list(axes.flat)[len(methods):]:
         ax.set_visible(False)
-    fig.suptitle(f"{bench}: shift vs base against alpha (95% CI)", fontsize=10)
+    band = "95% CI" if len(runs) == 1 else "faint: each seed"
+    fig.suptitle(f"{bench}: shift vs base against alpha ({band})", fontsize=10)
     fig.tight_layout()
     _save(fig, path)
 
@@ -90,12 +111,14 @@ def calibration_curves(root: Path, methods: list[str], path: Path) -> None:
     _save(fig, path)
 
 
-def plot_all(root: Path, summaries: dict, behaviour: str, report_dir: Path) -> list[str]:
-    """Write every plot that has data; return their file names."""
+def plot_all(root: Path, by_seed: dict[int, dict], behaviour: str, report_dir: Path) -> list[str]:
+    """Write every plot that has data; return their file names. `root` is the first seed's folder,
+    by_seed {seed: benchmark -> method -> summaries}, the first seed first."""
+    summaries = next(iter(by_seed.values()))
     written = []
-    for bench, by_method in summaries.items():
+    for bench in summaries:
         name = f"{behaviour}-{bench}-vs-alpha.png"
-        metric_vs_alpha(by_method, bench, report_dir / name)
+        metric_vs_alpha([found[bench] for found in by_seed.values() if bench in found], bench, report_dir / name)
         if (report_dir / name).exists():
             written.append(name)
     if "tinymfv" in summaries:

@@ -12,10 +12,12 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
+from .across_seeds import across_seed_table
 from .atomic import read_json, write_text
 from .calibrate import load_calibration
 from .errors import WeightsteerError
 from .jsonl import jsonl_rows
+from .pipeline import seed_folders
 from .plots import plot_all
 from .tradeoff import tradeoff_section
 
@@ -210,17 +212,27 @@ def preset_section(root: Path) -> list[str]:
 
 
 def build_report(out_root: Path, model_label: str, behaviour: str, report_dir: Path, command: str) -> Path:
-    root = Path(out_root) / model_label / behaviour
-    if not root.is_dir():
-        raise WeightsteerError(f"no sweep results in '{root}': run 'weightsteer sweep --behavior {behaviour}' first")
-    summaries = load_summaries(root)
-    if not summaries:
-        raise WeightsteerError(f"'{root}' has no evaluation summaries yet: let the sweep finish a method first")
-    status = read_status(root)
+    """The report of a behaviour's sweep: the tables of its first seed, then, when the sweep ran
+    several seeds, every headline number's mean and across-seed SD beside the within-run CI."""
+    folders = seed_folders(Path(out_root) / model_label, behaviour)
+    if not folders:
+        raise WeightsteerError(f"no sweep results in '{Path(out_root) / model_label / behaviour}': run "
+                               f"'weightsteer sweep --behavior {behaviour}' first")
+    by_seed = {seed: found for seed, folder in folders.items() if (found := load_summaries(folder))}
+    if not by_seed:
+        raise WeightsteerError(f"'{next(iter(folders.values()))}' has no evaluation summaries yet: let the sweep "
+                               "finish a method first")
+    first = next(iter(by_seed))
+    root, summaries = folders[first], by_seed[first]
     lines = [f"# {behaviour} on {model_label}", "", f"Produced by `{command}`.", ""]
-    failed = {m: s["error"] for m, s in status.items() if not s.get("ok")}
-    if failed:
-        lines += ["Methods that failed: " + "; ".join(f"{m}: {e}" for m, e in failed.items()), ""]
+    if len(by_seed) > 1:
+        lines += [f"Seeds {', '.join(map(str, by_seed))}: the tables are seed {first}'s; the last section shows "
+                  "how each number moves across seeds.", ""]
+    for seed, folder in folders.items():
+        status = read_status(folder)
+        failed = {m: s["error"] for m, s in status.items() if not s.get("ok")}
+        if failed:
+            lines += [f"Methods that failed (seed {seed}): " + "; ".join(f"{m}: {e}" for m, e in failed.items()), ""]
     lines += preset_section(root)
     ordered = sorted(summaries, key=lambda b: not next(rows_of(summaries[b]))[1].get("probe"))
     for bench in ordered:
@@ -233,11 +245,19 @@ def build_report(out_root: Path, model_label: str, behaviour: str, report_dir: P
     lines += tradeoff_section(root, summaries, methods, behaviour, Path(report_dir))
     lines += ["## Calibration (iso-KL)", "", *calibration_table(root, methods), "",
               "✗ marks a coefficient whose search did not reach the tolerance; its row is the best point found.", ""]
+    if len(by_seed) > 1:
+        lines += [f"## Across seeds ({len(by_seed)} seeds)", "",
+                  "Mean and standard deviation across seeds of each calibrated coefficient and headline shift vs "
+                  "base, beside the within-run bootstrap CI (its half-width, averaged over seeds). Prompt "
+                  "baselines run at the first seed only: nothing in them depends on a seed.", ""]
+        for bench in ordered:
+            lines += [f"### {bench}", "", *across_seed_table({s: found[bench] for s, found in by_seed.items()
+                                                             if bench in found}), ""]
     timing = timing_table(root)
     if timing:
         lines += ["## Time per stage", "", *timing, ""]
     report_dir = Path(report_dir)
-    for name in plot_all(root, summaries, behaviour, report_dir):
+    for name in plot_all(root, by_seed, behaviour, report_dir):
         lines.append(f"![{name}]({name})")
     out = report_dir / f"{behaviour}.md"
     write_text(out, "\n".join(lines) + "\n")

@@ -18,7 +18,7 @@ from .atomic import atomic_path, read_jsonl, write_jsonl
 from .delta import model_fingerprint
 from .methods import UNSTEERED, prompt_baseline
 from .models import model_label
-from .stages import is_fresh, run_stage
+from .stages import is_fresh, run_stage, stamp_path
 
 
 def write_rows_csv(path: Path, rows: list[dict]) -> None:
@@ -56,6 +56,12 @@ def score_rows(model, tokenizer, bench, items: list[dict], method, coef: float, 
 
     run_stage(f"eval {bench.name}", rows_path, key, build, log)
     return read_jsonl(rows_path), True
+
+
+def rows_files(stem: Path) -> list[Path]:
+    """The files score_rows keeps for one stem: the rows as JSONL and CSV, and the stamp."""
+    rows = stem.with_name(f"{stem.name}.rows.jsonl")
+    return [rows, stem.with_name(f"{stem.name}.rows.csv"), stamp_path(rows)]
 
 
 def base_stem(out_root: Path, model, bench) -> Path:

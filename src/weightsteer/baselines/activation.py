@@ -19,6 +19,7 @@ The shift is applied at every position, prompt and generated tokens alike.
 from __future__ import annotations
 
 import functools
+import random
 from dataclasses import dataclass, field
 
 import torch
@@ -144,10 +145,19 @@ def output_weight(model, layer: int) -> torch.Tensor:
                            f"{type(model).__name__} has none")
 
 
-def contrast_texts(tokenizer, behaviour: Behaviour, n_personas: int, n_questions: int) -> tuple[list[str], list[str]]:
+def fit_questions(behaviour: Behaviour, n_questions: int, seed: int) -> list[str]:
+    """The first n_questions training questions for seed 0; a sample drawn with the seed otherwise."""
+    pool = list(behaviour.questions)
+    if seed == 0:
+        return pool[:n_questions]
+    return random.Random(seed).sample(pool, min(n_questions, len(pool)))
+
+
+def contrast_texts(tokenizer, behaviour: Behaviour, n_personas: int, n_questions: int,
+                   seed: int = 0) -> tuple[list[str], list[str]]:
     """(POS texts, NEG texts): every training question under each pair's POS and NEG persona as system
     prompt, rendered up to the reply; text j of both lists is the same question under the same pair."""
-    questions = list(behaviour.questions[:n_questions])
+    questions = fit_questions(behaviour, n_questions, seed)
     pairs = behaviour.persona_prompts(n_personas)
 
     def texts(system_prompts):
@@ -163,7 +173,10 @@ def fit_activation_method(name: str, model, tokenizer, behaviour: Behaviour, n_p
     """Fit one activation-steering method on the behaviour's persona pairs and training questions.
 
     The questions are the behaviour's training questions (the general question pool, or for
-    sycophancy the claim prompts the adapters are trained on), the first `n_questions` of them.
+    sycophancy the claim prompts the adapters are trained on): the first `n_questions` of them for
+    seed 0, a sample drawn with the seed otherwise, so that each seed of a sweep fits on its own data
+    as its adapters train on their own. (A pool no larger than n_questions is used whole by every
+    seed; then only topk_clusters' k-means differs between seeds.)
     `scale` is "unit" (the reference) or "median_norm" (module docstring); `rank` is sspace's
     number of modes (None: full rank, the reference default).
     """
@@ -171,11 +184,11 @@ def fit_activation_method(name: str, model, tokenizer, behaviour: Behaviour, n_p
         raise WeightsteerError(f"unknown activation method '{name}': choose one of {', '.join(ACTIVATION_METHODS)}")
     if scale not in SCALES:
         raise WeightsteerError(f"unknown activation scale '{scale}': choose one of {', '.join(SCALES)}")
-    pos_texts, neg_texts = contrast_texts(tokenizer, behaviour, n_personas, n_questions)
+    pos_texts, neg_texts = contrast_texts(tokenizer, behaviour, n_personas, n_questions, seed)
     layers = middle_layers(len(decoder_layers(model)), span)
     meta = {"base_model": model_label(model), "fingerprint": model_fingerprint(model),
             "behaviour": behaviour.name, "n_personas": n_personas, "n_questions": len(pos_texts) // n_personas,
-            "span": list(span)}
+            "seed": seed, "span": list(span)}
     if name == "sspace":
         states = fit_sspace(model, tokenizer, pos_texts, neg_texts, layers, rank)
         return SSpaceSteering("sspace", states=states, meta={**meta, "rank": rank if rank is not None else "full"})
@@ -183,7 +196,7 @@ def fit_activation_method(name: str, model, tokenizer, behaviour: Behaviour, n_p
     pos, neg = (last_token_states(model, tokenizer, texts, layers) for texts in (pos_texts, neg_texts))
     neutral = None
     if name == "neutral_bisector":
-        questions = list(behaviour.questions[:n_questions])
+        questions = fit_questions(behaviour, n_questions, seed)
         neutral = last_token_states(model, tokenizer, [chat.render(tokenizer, chat.messages(q)) for q in questions],
                                     layers)
     vectors, scales = {}, {}

@@ -44,7 +44,9 @@ def add_direction_args(p, *, default_method="lora"):
     p.add_argument("--ia3-layers", default="", help="IA3 only: span of depth instead of --layers, e.g. 0-1")
     p.add_argument("--oft-block-size", type=whole, default=0,
                    help="OFT's block size (default 0: the largest of 32/16/8/4/2 that divides every input width)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", "--seed", dest="seeds", default="0",
+                   help="a seed, or a comma list such as 0,1,2: each seed samples its own data and trains its own "
+                        "adapters, in out/<model>/<behaviour>-seed<s>/ (seed 0: out/<model>/<behaviour>/)")
 
 
 def add_max_think(p):
@@ -66,6 +68,17 @@ def add_eval_args(p, *, evals_default: str, evals_help: str):
 def data_dirs_from(args) -> dict:
     return {bench: getattr(args, flag[2:].replace("-", "_")) for bench, flag in DATA_DIR_FLAGS.items()
             if getattr(args, flag[2:].replace("-", "_"))}
+
+
+def seeds_from(args) -> tuple[int, ...]:
+    try:
+        seeds = tuple(dict.fromkeys(int(part) for part in str(args.seeds).split(",") if part.strip()))
+    except ValueError:
+        seeds = ()
+    if not seeds or min(seeds) < 0:
+        raise WeightsteerError(f"--seeds takes non-negative integers, one or a comma list such as 0,1,2; "
+                               f"got {args.seeds!r}")
+    return seeds
 
 
 def parse_span(flag: str, text: str) -> tuple[float, float]:
@@ -96,10 +109,11 @@ def settings_from(args):
     from ..train import TrainConfig
 
     lo, hi = parse_span("--layers", args.layers)
+    seed = seeds_from(args)[0]  # the first seed's settings; replace(..., seed=s) gives any other's
     data = DataSettings(n_personas=args.n_personas, n_samples=args.n_samples, n_questions=args.n_questions,
-                        max_new_tokens=args.max_new_tokens, seed=args.seed)
+                        max_new_tokens=args.max_new_tokens, seed=seed)
     train = TrainConfig(method=args.adapter, rank=args.rank, lr=args.lr, steps=args.steps,
-                        layer_span=(lo, hi), seed=args.seed, batch_size=args.train_batch_size,
+                        layer_span=(lo, hi), seed=seed, batch_size=args.train_batch_size,
                         grad_accum=args.grad_accum, weight_decay=args.weight_decay,
                         warmup_steps=args.warmup_steps, schedule=args.lr_schedule, max_length=args.max_length,
                         oft_block=args.oft_block_size)
@@ -173,12 +187,16 @@ def check_tokenizer(tokenizer, benches) -> None:
 
 
 def cmd_run(args) -> None:
+    from dataclasses import replace
+
+    from ..across_seeds import showcase_spread
     from ..doses import parse_doses
     from ..locks import folder_lock
     from ..models import load_model
     from ..pipeline import behaviour_dir
 
     data, train = settings_from(args)
+    seeds = seeds_from(args)
     doses = parse_doses(args.target_kl) if args.target_kl is not None else ()
     behaviour = behaviour_from(args)
     benches = benchmarks_from(args, behaviour)
@@ -186,13 +204,21 @@ def cmd_run(args) -> None:
     started = time.time()
     model, tokenizer = load_model(args.model)
     check_tokenizer(tokenizer, benches)
-    with folder_lock(behaviour_dir(Path(args.out), model, behaviour)):
-        run = run_locked(args, model, tokenizer, behaviour, benches, data, train, doses, cost_settings)
-    log(f"done in {time.time() - started:.0f} s; run folder {run}")
+    results = {}
+    for seed in seeds:  # each seed: its own data, adapters and calibration, in its own folder
+        with folder_lock(behaviour_dir(Path(args.out), model, behaviour, seed)):
+            if len(seeds) > 1:
+                print(f"\n#### seed {seed}")
+            run, results[seed] = run_locked(args, model, tokenizer, behaviour, benches, replace(data, seed=seed),
+                                            replace(train, seed=seed), doses, cost_settings)
+        log(f"seed {seed} done; run folder {run}")
+    if len(seeds) > 1:
+        print("\n".join(showcase_spread(results)))
+    log(f"done in {time.time() - started:.0f} s")
 
 
-def run_locked(args, model, tokenizer, behaviour, benches, data, train, doses, cost_settings) -> Path:
-    """`run` once it holds the behaviour folder's lock; returns the run folder."""
+def run_locked(args, model, tokenizer, behaviour, benches, data, train, doses, cost_settings) -> tuple[Path, dict]:
+    """`run` of one seed once it holds its folder's lock; returns the run folder and the showcase."""
     from ..cost import Cost
     from ..doses import calibrate_dose
     from ..methods import WeightSteering
@@ -216,9 +242,9 @@ def run_locked(args, model, tokenizer, behaviour, benches, data, train, doses, c
         log(f"[cost] MMLU not measured: {cost_settings.mmlu_missing}")
     cost = None if cost_settings is None else Cost(model, tokenizer, refs, behaviour,
                                                    behaviour_dir(Path(args.out), model, behaviour), cost_settings, log)
-    showcase(model, tokenizer, delta, behaviour, refs, run, source, benches=benches, alphas=alphas, kls=kls,
-             cost=cost, log=print)
-    return run
+    shown = showcase(model, tokenizer, delta, behaviour, refs, run, source, benches=benches, alphas=alphas, kls=kls,
+                     cost=cost, log=print)
+    return run, shown
 
 
 def cmd_smoke(args) -> None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 import sys
 import time
 from pathlib import Path
 
 from ..errors import WeightsteerError
+from ..executors import EXECUTORS
 from . import add_model, count, log, tolerance
 from .run import (
     add_cost_args,
@@ -20,8 +22,30 @@ from .run import (
     cost_settings_from,
     data_dirs_from,
     ia3_overrides,
+    seeds_from,
     settings_from,
 )
+
+
+def make_executor(args):
+    """The executor of --executor, checked (and Ray imported) before the model loads."""
+    from ..executors import LocalExecutor
+
+    if args.executor == "local":
+        for flag in ("address", "gpus_per_task", "cpus_per_task"):
+            if getattr(args, flag) is not None:
+                raise WeightsteerError(f"--{flag.replace('_', '-')} is for the ray executor: add --executor ray")
+        return LocalExecutor(log)
+    from ..executors.ray import RayExecutor
+
+    for flag in ("gpus_per_task", "cpus_per_task"):
+        if getattr(args, flag) is not None and not getattr(args, flag) >= 0:
+            raise WeightsteerError(f"--{flag.replace('_', '-')} must be a number of at least 0")
+    if args.max_retries < 0:
+        raise WeightsteerError("--max-retries must be at least 0")
+    return RayExecutor(args.model, address=args.address, gpus_per_task=args.gpus_per_task,
+                       cpus_per_task=1.0 if args.cpus_per_task is None else args.cpus_per_task,
+                       max_retries=args.max_retries, log=log)
 
 
 def cmd_sweep(args) -> None:
@@ -30,10 +54,12 @@ def cmd_sweep(args) -> None:
     from ..models import load_model
     from ..pipeline import behaviour_dir
     from ..presets import defaults
-    from ..sweep import Sweep, SweepSettings, parse_methods
+    from ..sweep import SweepSettings, parse_methods
+    from ..sweep_driver import SweepDriver
 
     methods = parse_methods(args.methods)
     data, train = settings_from(args)
+    seeds = seeds_from(args)
     doses = parse_doses(args.target_kl)
     behaviour = behaviour_from(args)
     benches = benchmarks_from(args, behaviour)  # every benchmark's data read and checked up front
@@ -50,21 +76,26 @@ def cmd_sweep(args) -> None:
                                                                    "schedule", "max_length", "oft_block")},
                              activation_scale=args.activation_scale, preset=args.preset,
                              method_train={"ia3": ia3_overrides(args)}, cost=cost_settings_from(args),
-                             preset_used={k: getattr(args, k) for k in defaults(args.preset)} if args.preset else {})
+                             preset_used={k: getattr(args, k) for k in defaults(args.preset)} if args.preset else {},
+                             seeds=seeds)
+    executor = make_executor(args)  # Ray imported and joined (or started) before the model loads
     started = time.time()
     model, tokenizer = load_model(args.model)
     check_tokenizer(tokenizer, benches)
-    with folder_lock(behaviour_dir(Path(args.out), model, behaviour)):
-        status = Sweep(model, tokenizer, settings, Path(args.out), log).run()
-    failed = [m for m in methods if not status.get(m, {}).get("ok")]
-    log(f"sweep finished in {time.time() - started:.0f} s: {len(methods) - len(failed)} methods ok"
-        + (f", failed: {', '.join(failed)}" if failed else ""))
-    for m in failed:  # each cause on its own line, so the final error can stay one line
-        log(f"  {m}: {status.get(m, {}).get('error', 'no result recorded')}")
-    if failed and len(failed) == len(methods):
-        causes = {status.get(m, {}).get("error", "no result recorded") for m in failed}
+    items = {b.name: bench_items for b, bench_items in benches}
+    with contextlib.ExitStack() as locks:  # every seed folder this sweep writes
+        for seed in seeds:
+            locks.enter_context(folder_lock(behaviour_dir(Path(args.out), model, behaviour, seed)))
+        status = SweepDriver(model, tokenizer, settings, items, Path(args.out), log).run(executor)
+    failed = [u for u, entry in status.items() if not entry.get("ok")]
+    log(f"sweep finished in {time.time() - started:.0f} s: {len(status) - len(failed)} of {len(status)} units ok"
+        + (f", failed: {', '.join(map(str, failed))}" if failed else ""))
+    for u in failed:  # each cause on its own line, so the final error can stay one line
+        log(f"  {u}: {status[u].get('error', 'no result recorded')}")
+    if failed and len(failed) == len(status):
+        causes = {status[u].get("error", "no result recorded") for u in failed}
         cause = f": {causes.pop()}" if len(causes) == 1 else " (causes listed above)"
-        raise WeightsteerError(f"every method failed{cause}; details in sweep.json")
+        raise WeightsteerError(f"every unit failed{cause}; details in sweep.json")
 
 
 def cmd_report(args) -> None:
@@ -132,6 +163,13 @@ def register(sub) -> None:
                    help="seed: the seed's configuration for Qwen3-0.6B (model, trad_care personas, layers, dose, "
                         "tiny-mfv thinking, adapter training; docs/presets.md); options given explicitly win")
     add_cost_args(p)
+    p.add_argument("--executor", default="local", choices=EXECUTORS,
+                   help="local: every unit in this process (default); ray: each unit a Ray task (docs/distributed.md)")
+    p.add_argument("--address", default=None,
+                   help="ray: the cluster to join ('auto', or ray://host:10001); default: start a local Ray instance")
+    p.add_argument("--gpus-per-task", type=float, default=None, help="ray: GPUs per unit (default 1 with CUDA, else 0)")
+    p.add_argument("--cpus-per-task", type=float, default=None, help="ray: CPUs per unit (default 1)")
+    p.add_argument("--max-retries", type=int, default=2, help="ray: retries of a unit whose worker died (default 2)")
     p.set_defaults(func=cmd_sweep, command_parser=p)
 
     p = sub.add_parser("headroom", help="how far each behaviour's probe moves under the POS vs NEG persona prompt")
