@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Set up .venv and run the main job on the embedded model (SmolLM2-135M-Instruct, CPU):
-# the positive control (mood) first, then honesty, each with its headroom.
+# the positive control (mood) first, then honesty, each with its headroom and what it costs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-.venv/bin/weightsteer run --behavior mood --adapter lora --max-new-tokens 64 --target-kl 1 "$@"
-.venv/bin/weightsteer run --behavior honesty --adapter lora --max-new-tokens 64 --target-kl 1 "$@"
+# MMLU (the capability line) comes from the hub, or from a local copy beside the repository when there is one.
+mmlu=()
+if [ -f ../shared/data/mmlu/test.jsonl ]; then mmlu=(--mmlu-dir ../shared/data/mmlu); fi
+.venv/bin/weightsteer run --behavior mood --adapter lora --max-new-tokens 64 --target-kl 1 "${mmlu[@]}" "$@"
+.venv/bin/weightsteer run --behavior honesty --adapter lora --max-new-tokens 64 --target-kl 1 "${mmlu[@]}" "$@"
