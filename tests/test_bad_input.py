@@ -342,22 +342,22 @@ def test_a_model_that_never_answers_tinymfv_is_a_result_not_a_crash(capsys, fx, 
 
 def test_when_every_method_fails_each_cause_is_named(capsys, monkeypatch, fx, tmp_path):
     from weightsteer.errors import WeightsteerError
-    from weightsteer.sweep import Sweep
+    from weightsteer.sweep import UnitWork
 
-    def broken(self, name):
-        if name == "lora":
+    def broken(self, unit):
+        if unit.method == "lora":
             raise WeightsteerError("lora: training diverged")
         raise RuntimeError("dora: out of memory")
 
-    monkeypatch.setattr(Sweep, "run_method", broken)
+    monkeypatch.setattr(UnitWork, "run_method", broken)
     capsys.readouterr()
     code = main(["sweep", "--methods", "lora,dora", "--evals", "", "--no-cost", "--limit", "2", "--model", str(fx / "base"),
                  "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert code == 2
-    assert "  lora: WeightsteerError: lora: training diverged" in err
-    assert "  dora: RuntimeError: dora: out of memory" in err
-    assert err.strip().splitlines()[-1] == ("weightsteer: error: every method failed (causes listed above); "
+    assert "  lora (seed 0): WeightsteerError: lora: training diverged" in err
+    assert "  dora (seed 0): RuntimeError: dora: out of memory" in err
+    assert err.strip().splitlines()[-1] == ("weightsteer: error: every unit failed (causes listed above); "
                                             "details in sweep.json")
 
 

@@ -35,7 +35,7 @@ from ..steer import check_alpha
 from ..tensorfile import load_tensors, save_tensors
 from . import directions
 from .hooks import layer_hooks
-from .sspace import SSpaceSteering, fit_sspace
+from .sspace import SSpaceSteering, check_fitted_on, fit_sspace
 
 # The reference's methods (steering-lite's definitions), then weightsteer's own variants.
 REFERENCE_METHODS = ("mean_diff", "mean_centred", "pca", "cosine_gated", "topk_clusters", "sspace")
@@ -81,11 +81,8 @@ class ActivationSteering(SteeringMethod):
 
     def check_fits(self, model) -> None:
         """Refuse, with one clear line, vectors fitted on another model."""
+        check_fitted_on(self.meta, model)
         made_for = self.meta.get("base_model", "another model")
-        fingerprint = self.meta.get("fingerprint")
-        if fingerprint and fingerprint != model_fingerprint(model):
-            raise WeightsteerError(f"these steering vectors were fitted on '{made_for}' and do not fit this "
-                                   "model (different weights): refit them on this model")
         n_layers, width = len(decoder_layers(model)), model.get_input_embeddings().embedding_dim
         if self.layers[-1] >= n_layers or self.vectors[self.layers[0]].shape[-1] != width:
             raise WeightsteerError(f"these steering vectors were fitted on '{made_for}' (other layer count "

@@ -96,6 +96,14 @@ def edit(state: dict[str, torch.Tensor], coef: float, y: torch.Tensor) -> torch.
     return y + coef * gate[..., None] * ((state["d_hat"] * state["sqrt_s"]) @ state["U"].T)
 
 
+def check_fitted_on(meta: dict, model) -> None:
+    """One clear line when steering vectors (their file's metadata) were fitted on another model."""
+    fingerprint = meta.get("fingerprint")
+    if fingerprint and fingerprint != model_fingerprint(model):
+        raise WeightsteerError(f"these steering vectors were fitted on '{meta.get('base_model', 'another model')}' "
+                               "and do not fit this model (different weights): refit them on this model")
+
+
 @dataclass
 class SSpaceSteering(SteeringMethod):
     states: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)  # module name -> fit_module state
@@ -125,11 +133,8 @@ class SSpaceSteering(SteeringMethod):
         return hooked()
 
     def check_fits(self, model) -> None:
+        check_fitted_on(self.meta, model)
         made_for = self.meta.get("base_model", "another model")
-        fingerprint = self.meta.get("fingerprint")
-        if fingerprint and fingerprint != model_fingerprint(model):
-            raise WeightsteerError(f"these steering vectors were fitted on '{made_for}' and do not fit this "
-                                   "model (different weights): refit them on this model")
         names = dict(model.named_modules())
         for name, state in self.states.items():
             module = names.get(name)

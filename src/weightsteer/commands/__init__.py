@@ -23,58 +23,49 @@ def add_allow_modified_base(p):
 
 # ---- option types: a bad value is refused while the command line is read, before any work -------
 
-def count(text: str) -> int:
-    """A whole number of at least 1 (--limit, --batch-size, --n-boot, --steps...)."""
+def _whole_at_least(text: str, least: int) -> int:
     import argparse
 
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    if value < least:
+        raise argparse.ArgumentTypeError(f"must be at least {least}, got {value}")
     return value
+
+
+def _finite(text: str, ok, what: str) -> float:
+    import argparse
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and ok(value)):
+        raise argparse.ArgumentTypeError(f"must be a finite number {what}, got {text!r}")
+    return value
+
+
+def count(text: str) -> int:
+    """A whole number of at least 1 (--limit, --batch-size, --n-boot, --steps...)."""
+    return _whole_at_least(text, 1)
 
 
 def whole(text: str) -> int:
     """A whole number of at least 0 (--max-think, --warmup-steps, --oft-block-size)."""
-    import argparse
-
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
+    return _whole_at_least(text, 0)
 
 
 def non_negative_number(text: str) -> float:
     """A finite number of at least 0 (--weight-decay)."""
-    import argparse
-    import math
-
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value >= 0):
-        raise argparse.ArgumentTypeError(f"must be a finite number of at least 0, got {text!r}")
-    return value
+    return _finite(text, lambda v: v >= 0, "of at least 0")
 
 
 def positive_number(text: str) -> float:
     """A finite number above 0 (--lr)."""
-    import argparse
-    import math
-
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a finite number above 0, got {text!r}")
-    return value
+    return _finite(text, lambda v: v > 0, "above 0")
 
 
 def tolerance(text: str) -> float:
