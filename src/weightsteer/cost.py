@@ -25,6 +25,7 @@ from .atomic import read_jsonl, write_json, write_jsonl
 from .delta import model_fingerprint
 from .errors import WeightsteerError
 from .evals import mmlu
+from .matmuls import compute_key
 from .methods import UNSTEERED
 from .stages import is_fresh, run_stage
 
@@ -85,8 +86,8 @@ class Cost:
         return self.refs.scored(mmlu, self.items, method, coef, stem, inputs)
 
     def coherence_rows(self, method, coef: float, path: Path, inputs: dict | None = None) -> list[dict]:
-        key = {**(inputs or {}), "model": model_fingerprint(self.model), "coef": coef, "questions": self.questions,
-               "system": method.system, "user_prefix": method.user_prefix, "max_new_tokens": self.s.max_new_tokens,
+        key = {**(inputs or {}), "model": model_fingerprint(self.model), **compute_key(self.model), "coef": coef,
+               "questions": self.questions, "system": method.system, "user_prefix": method.user_prefix, "max_new_tokens": self.s.max_new_tokens,
                # what the kept signals depend on; thresholds are applied when summarising (coherence.judge)
                "signals": {"ngram": coherence.NGRAM, "max_period": coherence.MAX_PERIOD}}
         if is_fresh(path, key):

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from .calibrate import CalibrationResult, calibrate_both_signs, load_calibration, save_calibration
 from .errors import WeightsteerError
+from .matmuls import compute_key
 from .stages import run_stage
 
 
@@ -39,7 +40,7 @@ def calibrate_dose(model, tokenizer, method, source: str, prompts: list[str], fo
 
     `source` is what defines the method (the direction file's hash...): a new direction recalibrates."""
     path = dose_dir(folder, target_kl) / "calibration.json"
-    inputs = {"source": source, "target": target_kl, "tol": tol, "prompts": list(prompts)}
+    inputs = {"source": source, "target": target_kl, "tol": tol, "prompts": list(prompts), **compute_key(model)}
     run_stage("calibrate", path, inputs, lambda out: save_calibration(out, calibrate_both_signs(
         model, tokenizer, method, target_kl, tol, list(prompts), log)), log)
     return load_calibration(path)

@@ -21,6 +21,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTra
 from .atomic import atomic_path
 from .errors import WeightsteerError
 from .hub import hub_problem
+from .matmuls import set_matmul_dtype
 
 
 @dataclass(frozen=True)
@@ -59,8 +60,9 @@ LOAD_ERRORS = (OSError, ValueError, KeyError, TypeError, AttributeError)
 
 
 def load_model(name_or_path: str = DEFAULT_MODEL, *, dtype: torch.dtype | None = None,
-               device: str | torch.device | None = None) -> tuple[PreTrainedModel, object]:
-    """Return (model, tokenizer) in eval mode, with a left-padding tokenizer that has a pad token."""
+               device: str | torch.device | None = None, matmul_dtype: str = "float32") -> tuple[PreTrainedModel, object]:
+    """Return (model, tokenizer) in eval mode, with a left-padding tokenizer that has a pad token;
+    matmul_dtype "bfloat16" runs its matrix products in bf16 (weightsteer.matmuls)."""
     device = torch.device(device) if device is not None else default_device()
     dtype = dtype or default_dtype(device)
     path = resolve_model_path(name_or_path)
@@ -87,6 +89,7 @@ def load_model(name_or_path: str = DEFAULT_MODEL, *, dtype: torch.dtype | None =
     # anyway, and CPU kernels take another path for frozen weights (~1e-6 apart), so a model frozen
     # from the start scores the same whether or not an adapter was trained on it before.
     model.requires_grad_(False)
+    set_matmul_dtype(model, matmul_dtype)
     prepare_tokenizer(tokenizer)
     # Recorded so a saved steering direction can say which base model it belongs to.
     model.config.weightsteer_model = name_or_path

@@ -22,6 +22,7 @@ from .behaviours import Behaviour
 from .contrast_data import read_contrast_data
 from .delta import WeightDelta, model_fingerprint
 from .generate import generate_contrastive
+from .matmuls import compute_key
 from .models import model_label
 from .stages import file_hash, run_stage
 from .train import TrainConfig, train_adapter
@@ -70,7 +71,7 @@ def data_inputs(model, behaviour: Behaviour, data: DataSettings) -> tuple[dict, 
     A data file is read (and checked) here, before any stage runs, so a bad row stops the run
     before anything is written."""
     if behaviour.data is None:
-        return {"model": model_fingerprint(model), **behaviour.generation_key(), **asdict(data),
+        return {"model": model_fingerprint(model), **compute_key(model), **behaviour.generation_key(), **asdict(data),
                 "format": DATA_FORMAT, "sampler": SAMPLER}, None
     rows = read_contrast_data(behaviour.data, behaviour.data_split)
     digest = hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()
@@ -108,7 +109,7 @@ def build_direction(model, tokenizer, behaviour: Behaviour, method: str, out_roo
     run = method_dir(out_root, model, behaviour, method, data.seed)
     for side in ("pos", "neg"):
         side_rows = [r for r in rows if r["side"] == side]
-        inputs = {"data": file_hash(data_path), "train": train.key()}
+        inputs = {"data": file_hash(data_path), "train": train.key(), **compute_key(model)}
         run_stage(f"train {side}", run / "adapters" / side, inputs,
                   lambda out, rows=side_rows, side=side: train_adapter(
                       model, tokenizer, rows, out, train, desc=f"train {method} {side}"), log)

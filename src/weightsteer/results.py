@@ -16,6 +16,7 @@ from pathlib import Path
 
 from .atomic import atomic_path, read_jsonl, write_jsonl
 from .delta import model_fingerprint
+from .matmuls import compute_key
 from .methods import UNSTEERED, prompt_baseline
 from .models import model_label
 from .stages import is_fresh, run_stage, stamp_path
@@ -31,7 +32,7 @@ def write_rows_csv(path: Path, rows: list[dict]) -> None:
 
 def rows_key(model, bench, items: list[dict], coef: float, inputs: dict | None = None) -> dict:
     rows_settings = bench.rows_key() if hasattr(bench, "rows_key") else {}
-    return {**(inputs or {}), "model": model_fingerprint(model), "bench": bench.name, "settings": rows_settings,
+    return {**(inputs or {}), "model": model_fingerprint(model), **compute_key(model), "bench": bench.name, "settings": rows_settings,
             "coef": coef, "items": hashlib.sha256(json.dumps(items, sort_keys=True).encode()).hexdigest()}
 
 

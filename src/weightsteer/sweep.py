@@ -43,6 +43,7 @@ from .delta import model_fingerprint
 from .doses import calibrate_dose, dose_dir
 from .errors import WeightsteerError
 from .evals import mmlu, si
+from .matmuls import compute_key
 from .methods import WeightSteering, prompt_baseline, prompt_only_baseline
 from .pipeline import DataSettings, behaviour_dir, build_direction
 from .results import References, base_stem, rows_files
@@ -182,7 +183,7 @@ class UnitWork:
             return WeightSteering(name, delta=delta), file_hash(run / "delta.safetensors")
         if name in ACTIVATION_METHODS:
             path = self.folder(unit.seed) / name / "vectors.safetensors"
-            inputs = {"model": self.fingerprint, "method": name, "n_personas": self.s.data.n_personas,
+            inputs = {"model": self.fingerprint, **compute_key(self.model), "method": name, "n_personas": self.s.data.n_personas,
                       "behaviour": self.behaviour.generation_key(), "format": FORMAT,
                       "scale": self.s.activation_scale, "seed": unit.seed}
             run_stage("fit", path, inputs, lambda out: save_activation_method(fit_activation_method(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import WeightsteerError
-from . import add_model, count, log
+from . import add_matmul_dtype, add_model, count, log
 
 STARTER = '''\
 # A weightsteer behaviour: what to steer and how to measure it. Every key is documented in
@@ -88,7 +88,7 @@ def cmd_check(args) -> None:
         return
     print(f"  probe: {b.probe.describe()}")
     items = b.probe.load(args.tinymfv_dir if b.probe.name == "tinymfv" else None, args.limit)
-    model, tokenizer = load_model(args.model)
+    model, tokenizer = load_model(args.model, matmul_dtype=args.matmul_dtype)
     b.probe.check(tokenizer)
     print(f"  the probe's words and answers fit {args.model}'s tokenizer")
     if b.personas is None:
@@ -119,6 +119,7 @@ def register(sub) -> None:
     check = actions.add_parser("check", help="validate a behaviour file and measure its headroom on a model")
     check.add_argument("file", help="a behaviour file (or a built-in name)")
     add_model(check)
+    add_matmul_dtype(check)
     check.add_argument("--limit", type=count, default=None, help="a seeded, stratified sample of N probe items")
     check.add_argument("--tinymfv-dir", default=None, help="local copy of tiny-mfv (for tinymfv probes)")
     check.add_argument("--out", default="out", help="root of the run folders, where the headroom rows are kept")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import WeightsteerError
-from . import add_allow_modified_base, add_model, count, log, tolerance
+from . import add_allow_modified_base, add_matmul_dtype, add_model, count, log, tolerance
 from .run import add_max_think
 
 
@@ -21,7 +21,7 @@ def cmd_calibrate(args) -> None:
     doses = parse_doses(args.target_kl)
     prompts = load_behaviour(args.behavior).calibration if args.behavior else calibration_questions()
     delta = WeightDelta.load(args.delta)
-    model, tokenizer = load_model(args.model or _model_of(delta))
+    model, tokenizer = load_model(args.model or _model_of(delta), matmul_dtype=args.matmul_dtype)
     delta.check_fits(model, args.allow_modified_base)
     method = WeightSteering(delta.meta.get("method", "weight"), delta=delta)
     folder = Path(args.delta).parent
@@ -80,7 +80,8 @@ def cmd_eval(args) -> None:
     items = bench.load(args.data_dir, args.limit)  # bad data fails before the model loads
     method, coef, label = _steering(args)
     delta = getattr(method, "delta", None)
-    model, tokenizer = load_model(args.model if args.model else (_model_of(delta) if delta else "smollm2-135m"))
+    model, tokenizer = load_model(args.model if args.model else (_model_of(delta) if delta else "smollm2-135m"),
+                                  matmul_dtype=args.matmul_dtype)
     if delta is not None:
         delta.check_fits(model, args.allow_modified_base)  # before any scoring, so a mismatch leaves no files
     if hasattr(bench, "check"):
@@ -121,6 +122,7 @@ def register(sub) -> None:
     p.add_argument("benchmark", help="tinymfv, airisk, mmlu, a built-in behaviour's probe (e.g. sycophancy) or a "
                                      "behaviour file's probe (path to the .toml)")
     p.add_argument("--model", default=None, help="default: the direction's base model, else smollm2-135m")
+    add_matmul_dtype(p)
     p.add_argument("--delta", help="a steering direction (delta.safetensors)")
     p.add_argument("--alpha", help="steering strength")
     p.add_argument("--calibrated", choices=("pos", "neg"), help="use the calibrated alpha beside --delta")
@@ -139,6 +141,7 @@ def register(sub) -> None:
 
     p = sub.add_parser("calibrate", help="iso-KL: the alpha of each sign at which kl_p95 hits the target")
     add_model(p)
+    add_matmul_dtype(p)
     p.set_defaults(model=None)
     p.add_argument("--delta", required=True)
     p.add_argument("--target-kl", default="1", help="kl_p95 in nats, or a comma list of doses (default 1)")

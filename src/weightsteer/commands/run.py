@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 from ..errors import WeightsteerError
-from . import add_model, count, log, non_negative_number, positive_number, whole
+from . import add_matmul_dtype, add_model, count, log, non_negative_number, positive_number, whole
 
 DATA_DIR_FLAGS = {"tinymfv": "--tinymfv-dir", "airisk": "--airisk-dir", "mmlu": "--mmlu-dir"}
 N_RUN_CALIBRATION = 20  # calibration prompts for `run` (a sweep uses all of the behaviour's)
@@ -202,7 +202,7 @@ def cmd_run(args) -> None:
     benches = benchmarks_from(args, behaviour)
     cost_settings = cost_settings_from(args, need_mmlu=False)
     started = time.time()
-    model, tokenizer = load_model(args.model)
+    model, tokenizer = load_model(args.model, matmul_dtype=args.matmul_dtype)
     check_tokenizer(tokenizer, benches)
     results = {}
     for seed in seeds:  # each seed: its own data, adapters and calibration, in its own folder
@@ -276,6 +276,7 @@ def register(sub) -> None:
 
     p = sub.add_parser("run", help="generate data, train pos/neg adapters, take dW, show before/after")
     add_model(p)
+    add_matmul_dtype(p)
     add_direction_args(p)
     add_eval_args(p, evals_default="", evals_help="benchmarks to show beside the behaviour's probe, e.g. "
                                                   "sycophancy (a comma list; default none)")

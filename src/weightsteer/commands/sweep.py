@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..errors import WeightsteerError
 from ..executors import EXECUTORS
-from . import add_model, count, log, tolerance
+from . import add_matmul_dtype, add_model, count, log, tolerance
 from .run import (
     add_cost_args,
     add_direction_args,
@@ -43,8 +43,8 @@ def make_executor(args):
             raise WeightsteerError(f"--{flag.replace('_', '-')} must be a number of at least 0")
     if args.max_retries < 0:
         raise WeightsteerError("--max-retries must be at least 0")
-    return RayExecutor(args.model, address=args.address, gpus_per_task=args.gpus_per_task,
-                       cpus_per_task=1.0 if args.cpus_per_task is None else args.cpus_per_task,
+    return RayExecutor(args.model, matmul_dtype=args.matmul_dtype, address=args.address,
+                       gpus_per_task=args.gpus_per_task, cpus_per_task=1.0 if args.cpus_per_task is None else args.cpus_per_task,
                        max_retries=args.max_retries, log=log)
 
 
@@ -80,7 +80,7 @@ def cmd_sweep(args) -> None:
                              seeds=seeds)
     executor = make_executor(args)  # Ray imported and joined (or started) before the model loads
     started = time.time()
-    model, tokenizer = load_model(args.model)
+    model, tokenizer = load_model(args.model, matmul_dtype=args.matmul_dtype)
     check_tokenizer(tokenizer, benches)
     items = {b.name: bench_items for b, bench_items in benches}
     with contextlib.ExitStack() as locks:  # every seed folder this sweep writes
@@ -122,7 +122,7 @@ def cmd_headroom(args) -> None:
                   for b in behaviours]
     dirs = data_dirs_from(args)
     items = {b.name: b.probe.load(dirs.get(b.probe.name), args.limit) for b in behaviours if b.probe is not None}
-    model, tokenizer = load_model(args.model)
+    model, tokenizer = load_model(args.model, matmul_dtype=args.matmul_dtype)
     check_tokenizer(tokenizer, [(b.probe, None) for b in behaviours if b.probe is not None])
     print("| behaviour | probe | POS - NEG persona prompt [95% CI] | verdict |\n|---|---|---|---|")
     for b in behaviours:
@@ -144,6 +144,7 @@ def register(sub) -> None:
 
     p = sub.add_parser("sweep", help="every method for a behaviour: build, calibrate to each KL dose, evaluate")
     add_model(p)
+    add_matmul_dtype(p)
     add_direction_args(p)
     add_eval_args(p, evals_default="sycophancy",
                   evals_help="benchmarks scored beside the behaviour's probe: a comma list of tinymfv, airisk "
@@ -174,6 +175,7 @@ def register(sub) -> None:
 
     p = sub.add_parser("headroom", help="how far each behaviour's probe moves under the POS vs NEG persona prompt")
     add_model(p)
+    add_matmul_dtype(p)
     p.add_argument("--behavior", "--behaviour", dest="behavior", default=",".join(builtin_names()),
                    help="a comma list of built-in behaviours or behaviour files (default: every built-in)")
     p.add_argument("--out", default="out")

@@ -22,7 +22,7 @@ from ..errors import WeightsteerError
 from .files import changes, pack, unpack
 
 INSTALL = 'pip install "weightsteer[ray]"'
-_LOADED: dict[str, tuple] = {}  # model name -> (model, tokenizer), per worker process
+_LOADED: dict[tuple[str, str], tuple] = {}  # (model name, matmul dtype) -> (model, tokenizer), per worker process
 
 
 def require_ray():
@@ -37,14 +37,14 @@ def worker_log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)  # Ray forwards a worker's stderr to the driver
 
 
-def run_unit_task(model_name: str, settings, items: dict, unit, shared: dict[str, bytes], own: dict[str, bytes]):
+def run_unit_task(model_name: str, matmul_dtype: str, settings, items: dict, unit, shared: dict[str, bytes], own: dict[str, bytes]):
     """The task: the unit in a scratch copy of the run folder; its UnitResult with the files it made."""
     from ..models import load_model
     from ..sweep import UnitWork
 
-    if model_name not in _LOADED:
-        _LOADED[model_name] = load_model(model_name)
-    model, tokenizer = _LOADED[model_name]
+    if (model_name, matmul_dtype) not in _LOADED:
+        _LOADED[model_name, matmul_dtype] = load_model(model_name, matmul_dtype=matmul_dtype)
+    model, tokenizer = _LOADED[model_name, matmul_dtype]
     scratch = Path(tempfile.mkdtemp(prefix="weightsteer-unit-"))
     try:
         before = {**shared, **own}
@@ -73,10 +73,10 @@ def release_gpu(model) -> None:
 
 
 class RayExecutor:
-    def __init__(self, model_name: str, *, address: str | None = None, gpus_per_task: float | None = None,
-                 cpus_per_task: float = 1.0, max_retries: int = 2, log=print):
+    def __init__(self, model_name: str, *, matmul_dtype: str = "float32", address: str | None = None,
+                 gpus_per_task: float | None = None, cpus_per_task: float = 1.0, max_retries: int = 2, log=print):
         self.ray = require_ray()
-        self.model_name, self.address, self.log = model_name, address, log
+        self.model_name, self.matmul_dtype, self.address, self.log = model_name, matmul_dtype, address, log
         self.gpus = default_gpus() if gpus_per_task is None else gpus_per_task
         self.cpus, self.max_retries = cpus_per_task, max_retries
         self.connect()  # before the model loads: a wrong address is found out at once
@@ -111,7 +111,7 @@ class RayExecutor:
         pending = {}
         for unit in units:
             own = pack(work.out_root, [work.folder(unit.seed) / unit.method])
-            pending[task.remote(self.model_name, settings, items, unit, shared[unit.seed], own)] = unit
+            pending[task.remote(self.model_name, self.matmul_dtype, settings, items, unit, shared[unit.seed], own)] = unit
             self.log(f"[ray] submitted {unit}")
         submitted(len(pending))
         try:

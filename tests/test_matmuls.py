@@ -1,0 +1,107 @@
+"""--matmul-dtype bfloat16: bf16 matrix products inside forward passes only, float32 everywhere else."""
+
+import copy
+
+import pytest
+import torch
+from adapter_helpers import adapter_pair
+
+import weightsteer as ws
+from weightsteer import matmuls
+from weightsteer.errors import WeightsteerError
+from weightsteer.methods import UNSTEERED
+from weightsteer.results import score_rows
+
+needs_bf16 = pytest.mark.skipif(not matmuls.bf16_matmuls_are_fast(torch.device("cpu")),
+                                reason="this CPU has no native bf16 matrix products")
+TOKENS = torch.tensor([[5, 17, 230, 99, 1000, 42, 7, 300]])
+
+
+def logits(model) -> torch.Tensor:
+    with torch.no_grad():
+        return model(input_ids=TOKENS).logits[0].double()
+
+
+def float64_logits(model) -> torch.Tensor:
+    """An independent reference: the same weights in float64, the class's own forward."""
+    reference = copy.deepcopy(model)
+    matmuls.set_matmul_dtype(reference, "float32")
+    return logits(reference.double())
+
+
+@needs_bf16
+def test_bf16_matmuls_are_bf16_close_to_float64_and_not_float32(tiny_qwen3):
+    model, _ = tiny_qwen3
+    exact = float64_logits(model)
+    fp32 = logits(model)
+    matmuls.set_matmul_dtype(model, "bfloat16")
+    bf16 = logits(model)
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # weights untouched
+    scale = exact.abs().max()
+    assert (fp32 - exact).abs().max() < 1e-5 * scale
+    assert (bf16 - exact).abs().max() > 1e-4 * scale  # the products really are bf16 ...
+    assert (bf16 - exact).abs().max() < 3e-2 * scale  # ... and within bf16 rounding of the exact ones
+    matmuls.set_matmul_dtype(model, "float32")
+    assert torch.equal(logits(model), fp32)  # and switching back is exact
+
+
+@needs_bf16
+def test_steering_arithmetic_stays_float32_under_bf16_matmuls(tiny_llama, tmp_path):
+    model, _ = tiny_llama
+    pos, neg = adapter_pair(model, "lora", tmp_path)
+    delta = ws.WeightDelta.from_adapters(model, pos, neg)
+    fp32_model = copy.deepcopy(model)
+    matmuls.set_matmul_dtype(model, "bfloat16")
+    saved = {n: p.detach().clone() for n, p in model.named_parameters()}
+    with ws.steer(model, delta, 2.5), ws.steer(fp32_model, delta, 2.5):
+        for (name, p), q in zip(model.named_parameters(), fp32_model.parameters(), strict=True):
+            assert torch.equal(p, q), name  # W + alpha dW computed in float32, bit for bit
+        steered = logits(model)
+        exact = float64_logits(model)
+    assert (steered - exact).abs().max() < 3e-2 * exact.abs().max()
+    for name, p in model.named_parameters():
+        assert torch.equal(p, saved[name]), name
+
+
+@needs_bf16
+def test_an_adapter_trains_through_the_bf16_forward(tiny_qwen3, tmp_path):
+    from peft import LoraConfig, get_peft_model
+
+    model, _ = tiny_qwen3
+    matmuls.set_matmul_dtype(model, "bfloat16")
+    peft_model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    with torch.autocast("cpu", enabled=False):  # the wrapper must switch it on by itself
+        out = peft_model(input_ids=TOKENS, labels=TOKENS)
+    out.loss.backward()
+    matmuls.set_matmul_dtype(model, "float32")
+    with torch.no_grad():
+        fp32_loss = peft_model(input_ids=TOKENS, labels=TOKENS).loss
+    assert out.loss.item() != fp32_loss.item()  # PEFT's wrapper reached the bf16 forward
+    assert abs(out.loss.item() - fp32_loss.item()) < 0.05 * fp32_loss.item()
+    grads = [p.grad for n, p in peft_model.named_parameters() if p.requires_grad]
+    assert grads and all(g is not None and g.dtype == torch.float32 and torch.isfinite(g).all() for g in grads)
+
+
+@needs_bf16
+def test_rows_made_with_bf16_matmuls_are_kept_apart_from_float32_rows(tiny_qwen3, tmp_path):
+    model, tokenizer = tiny_qwen3
+    probe = copy.copy(ws.load_behaviour("mood").probe)
+    probe.vader = False  # the word probe alone
+    items = probe.load()[:4]
+    stem = tmp_path / "base" / "mood"
+    quiet = dict(log=lambda _: None)
+    fp32_rows, built = score_rows(model, tokenizer, probe, items, UNSTEERED, 0.0, stem, **quiet)
+    assert built
+    assert not score_rows(model, tokenizer, probe, items, UNSTEERED, 0.0, stem, **quiet)[1]  # reused
+    matmuls.set_matmul_dtype(model, "bfloat16")
+    bf16_rows, built = score_rows(model, tokenizer, probe, items, UNSTEERED, 0.0, stem, **quiet)
+    assert built  # not the float32 rows
+    assert [r["log_ratio"] for r in bf16_rows] != [r["log_ratio"] for r in fp32_rows]
+
+
+def test_bf16_matmuls_are_refused_where_they_would_be_emulated(tiny_qwen3, monkeypatch):
+    model, _ = tiny_qwen3
+    monkeypatch.setattr(matmuls, "bf16_matmuls_are_fast", lambda device: False)
+    with pytest.raises(WeightsteerError, match="no native bf16 matrix products"):
+        matmuls.set_matmul_dtype(model, "bfloat16")
+    assert matmuls.matmul_dtype(model) == "float32"
