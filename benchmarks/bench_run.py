@@ -1,6 +1,7 @@
 """The README's main command (`bash scripts/demo.sh`), stage by stage, against a baseline checkout in the same run.
 
     python benchmarks/bench_run.py --before /path/to/baseline/src [--after src] [--behaviours mood,honesty] [--threads 1]
+        [--after-args "--matmul-dtype bfloat16 --mmlu-dir ../shared/data/mmlu"]
 
 Runs `weightsteer run --behavior B --adapter lora --max-new-tokens 64 --target-kl 1` (what demo.sh
 runs) for each behaviour, once with this checkout's src and once with the baseline's, each in a fresh
@@ -18,6 +19,7 @@ import argparse
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -34,13 +36,14 @@ def load() -> str:
     return "/".join(f"{x:.1f}" for x in os.getloadavg())
 
 
-def run_version(src: Path, behaviours: list[str], work: Path, threads: int, result: dict) -> None:
+def run_version(src: Path, behaviours: list[str], work: Path, threads: int, result: dict,
+                extra: list[str]) -> None:
     """Each behaviour's `weightsteer run` in turn, in its own process; fills result[behaviour]."""
     env = {**os.environ, "PYTHONPATH": str(src), "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     for behaviour in behaviours:
         out, logfile = work / behaviour, work / f"{behaviour}.log"
         command = [sys.executable, "-c", "import sys; from weightsteer.cli import main; sys.exit(main())",
-                   "run", "--behavior", behaviour, *ARGS, "--out", str(out)]
+                   "run", "--behavior", behaviour, *ARGS, *extra, "--out", str(out)]
         started = time.time()
         with open(logfile, "w") as f:
             proc = subprocess.Popen(command, env=env, stdout=f, stderr=subprocess.STDOUT, cwd=work)
@@ -77,6 +80,8 @@ def main() -> None:
                         help="the src folder to measure (default: this checkout's; pass a frozen copy when editing)")
     parser.add_argument("--behaviours", default="mood,honesty")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--after-args", default="", help="more options for the measured version's `run`, e.g. "
+                        "\"--matmul-dtype bfloat16 --mmlu-dir ../shared/data/mmlu\" (the baseline gets none)")
     parser.add_argument("--work", default=None, help="where the run folders and logs go (default: a new temp folder)")
     args = parser.parse_args()
     behaviours = [b for b in args.behaviours.split(",") if b]
@@ -84,7 +89,9 @@ def main() -> None:
     versions = {"before": Path(args.before).resolve(), "after": Path(args.after).resolve()}
     results: dict[str, dict] = {name: {} for name in versions}
     load_start, started = load(), time.time()
-    threads = [threading.Thread(target=run_version, args=(src, behaviours, work / name, args.threads, results[name]))
+    extra = {"before": [], "after": shlex.split(args.after_args)}
+    threads = [threading.Thread(target=run_version, args=(src, behaviours, work / name, args.threads, results[name],
+                                                          extra[name]))
                for name, src in versions.items()]
     for name in versions:
         (work / name).mkdir(parents=True, exist_ok=True)
@@ -97,7 +104,8 @@ def main() -> None:
     if set(b) != set(behaviours) or set(a) != set(behaviours):
         sys.exit(f"a run failed; logs under {work}")
     lines = [f"Command: `python benchmarks/bench_run.py --before {args.before} --after {args.after} --behaviours {args.behaviours} "
-             f"--threads {args.threads}`; both versions at the same time, {args.threads} thread(s) each; "
+             f"--threads {args.threads}" + (f" --after-args {shlex.quote(args.after_args)}" if args.after_args else "")
+             + "`; both versions at the same time, {args.threads} thread(s) each; "
              f"load average (1/5/15 min) {load_start} at the start, {load_end} at the end; "
              f"{(time.time() - started) / 60:.0f} min; logs in {work}.", "",
              "| what | before | after | before / after | target |", "|---|---|---|---|---|"]
