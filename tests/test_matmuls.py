@@ -105,3 +105,16 @@ def test_bf16_matmuls_are_refused_where_they_would_be_emulated(tiny_qwen3, monke
     with pytest.raises(WeightsteerError, match="no native bf16 matrix products"):
         matmuls.set_matmul_dtype(model, "bfloat16")
     assert matmuls.matmul_dtype(model) == "float32"
+
+
+@needs_bf16
+def test_a_copy_of_a_bf16_model_runs_its_own_weights(tiny_qwen3):
+    model, _ = tiny_qwen3
+    matmuls.set_matmul_dtype(model, "bfloat16")
+    before = logits(model)
+    twin = copy.deepcopy(model)
+    with torch.no_grad():
+        twin.get_input_embeddings().weight.mul_(2.0)
+    assert matmuls.matmul_dtype(twin) == "bfloat16"
+    assert not torch.equal(logits(twin), before)  # the copy's weights, not the original's
+    assert torch.equal(logits(model), before)

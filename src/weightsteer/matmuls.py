@@ -18,7 +18,7 @@ before this option existed are still found.
 
 from __future__ import annotations
 
-import functools
+import types
 
 import torch
 
@@ -48,16 +48,15 @@ def set_matmul_dtype(model: torch.nn.Module, dtype: str) -> None:
         if not bf16_matmuls_are_fast(device):
             raise WeightsteerError(f"this {device.type.upper()} has no native bf16 matrix products, so bfloat16 "
                                    "matmuls would be slower than float32: use --matmul-dtype float32")
-        model.forward = _autocast(model.forward, device.type)
+        model.forward = types.MethodType(_forward_in_bf16, model)
     setattr(model, _ATTRIBUTE, dtype)
 
 
-def _autocast(forward, device_type: str):
-    @functools.wraps(forward)
-    def forward_in_bf16(*args, **kwargs):
-        with torch.autocast(device_type, dtype=torch.bfloat16):
-            return forward(*args, **kwargs)
-    return forward_in_bf16
+def _forward_in_bf16(self, *args, **kwargs):
+    # a method bound to the model (not a closure over its forward), so a deepcopy of the model is
+    # rebound to the copy and runs the copy's weights
+    with torch.autocast(next(self.parameters()).device.type, dtype=torch.bfloat16):
+        return type(self).forward(self, *args, **kwargs)
 
 
 def matmul_dtype(model: torch.nn.Module) -> str:
