@@ -14,7 +14,7 @@ from weightsteer.results import score_rows
 
 needs_bf16 = pytest.mark.skipif(not matmuls.bf16_matmuls_are_fast(torch.device("cpu")),
                                 reason="this CPU has no native bf16 matrix products")
-TOKENS = torch.tensor([[5, 17, 230, 99, 1000, 42, 7, 300]])
+TOKENS = torch.randint(5, 2000, (1, 64), generator=torch.Generator().manual_seed(0))  # >= MIN_BF16_TOKENS
 
 
 def logits(model) -> torch.Tensor:
@@ -118,3 +118,25 @@ def test_a_copy_of_a_bf16_model_runs_its_own_weights(tiny_qwen3):
     assert matmuls.matmul_dtype(twin) == "bfloat16"
     assert not torch.equal(logits(twin), before)  # the copy's weights, not the original's
     assert torch.equal(logits(model), before)
+
+
+@needs_bf16
+def test_small_decoding_steps_run_in_float32_after_a_bf16_prefill(tiny_qwen3, base_tokenizer):
+    from weightsteer import chat
+    from weightsteer.decode import decode
+
+    model, tokenizer = tiny_qwen3
+    step = torch.tensor([[5, 17]])  # fewer tokens than MIN_BF16_TOKENS
+    fp32 = logits_of(model, step)
+    matmuls.set_matmul_dtype(model, "bfloat16")
+    assert torch.equal(logits_of(model, step), fp32)
+    enc = chat.encode(tokenizer, ["a prompt long enough " * 8, "and a shorter one " * 6], "cpu")
+    assert enc.input_ids.numel() >= matmuls.MIN_BF16_TOKENS  # the prefill is bf16, the steps float32
+    out = decode(model, enc.input_ids, enc.attention_mask, max_new_tokens=6, stop_ids=[], keep_logprobs=True)
+    assert all(len(t) == 6 for t in out.tokens)
+    assert all(torch.isfinite(lp).all() for lp in out.logprobs)
+
+
+def logits_of(model, ids) -> torch.Tensor:
+    with torch.no_grad():
+        return model(input_ids=ids).logits

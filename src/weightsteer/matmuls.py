@@ -4,7 +4,8 @@ On a CPU with bf16 matrix units (AMX, AVX512-BF16) a bf16 matrix product is abou
 one, but a model whose weights are cast to bf16 is hardly faster: its norms, rotary embeddings,
 softmax and attention run in bf16 on kernels much slower than their float32 ones. Autocast takes
 the fast part only: inside the model's forward pass each linear layer and matrix product casts its
-inputs to bf16, everything else stays float32. On SmolLM2-135M, one thread, a 16 x 128 forward pass
+inputs to bf16, everything else stays float32 (and so do calls on fewer than MIN_BF16_TOKENS tokens,
+where re-casting the weights costs more than it saves). On SmolLM2-135M, one thread, a 16 x 128 forward pass
 took 1.7 s against 5.6 s in float32 and 4.8 s with bf16 weights (docs/performance.md).
 
 Only the forward pass is wrapped, so the weights stay float32 and so does every piece of
@@ -25,6 +26,12 @@ import torch
 from .errors import WeightsteerError
 
 MATMUL_DTYPES = ("float32", "bfloat16")
+# Autocast casts every weight to bf16 again at every call, which costs about as much as a float32 pass
+# over a few dozen tokens: a decoding step of SmolLM2-135M (one thread) took 190 / 252 / 391 / 546 ms in
+# float32 and 272 / 289 / 301 / 383 ms with bf16 products at 16 / 32 / 64 / 96 rows. So a call on fewer
+# tokens than this (a decoding step of a small batch) runs in float32; a KV cache filled in bf16 is
+# promoted to float32 as such a step appends to it.
+MIN_BF16_TOKENS = 48
 _ATTRIBUTE = "weightsteer_matmul_dtype"
 
 
@@ -55,8 +62,12 @@ def set_matmul_dtype(model: torch.nn.Module, dtype: str) -> None:
 def _forward_in_bf16(self, *args, **kwargs):
     # a method bound to the model (not a closure over its forward), so a deepcopy of the model is
     # rebound to the copy and runs the copy's weights
+    forward = type(self).forward
+    ids = kwargs.get("input_ids", args[0] if args else None)
+    if ids is not None and ids.numel() < MIN_BF16_TOKENS:
+        return forward(self, *args, **kwargs)
     with torch.autocast(next(self.parameters()).device.type, dtype=torch.bfloat16):
-        return type(self).forward(self, *args, **kwargs)
+        return forward(self, *args, **kwargs)
 
 
 def matmul_dtype(model: torch.nn.Module) -> str:
