@@ -140,3 +140,13 @@ def test_small_decoding_steps_run_in_float32_after_a_bf16_prefill(tiny_qwen3, ba
 def logits_of(model, ids) -> torch.Tensor:
     with torch.no_grad():
         return model(input_ids=ids).logits
+
+
+def test_auto_takes_bf16_only_where_it_is_native(tiny_qwen3, monkeypatch):
+    model, _ = tiny_qwen3
+    monkeypatch.setattr(matmuls, "bf16_matmuls_are_fast", lambda device: False)
+    matmuls.set_matmul_dtype(model, "auto")
+    assert matmuls.matmul_dtype(model) == "float32"
+    monkeypatch.setattr(matmuls, "bf16_matmuls_are_fast", lambda device: True)
+    matmuls.set_matmul_dtype(model, "auto")
+    assert matmuls.matmul_dtype(model) == "bfloat16"

@@ -26,6 +26,7 @@ import torch
 from .errors import WeightsteerError
 
 MATMUL_DTYPES = ("float32", "bfloat16")
+CHOICES = (*MATMUL_DTYPES, "auto")  # auto: bfloat16 where the device has native bf16 products, else float32
 # Autocast casts every weight to bf16 again at every call, which costs about as much as a float32 pass
 # over a few dozen tokens: a decoding step of SmolLM2-135M (one thread) took 190 / 252 / 391 / 546 ms in
 # float32 and 272 / 289 / 301 / 383 ms with bf16 products at 16 / 32 / 64 / 96 rows. So a call on fewer
@@ -43,9 +44,11 @@ def bf16_matmuls_are_fast(device: torch.device) -> bool:
 
 
 def set_matmul_dtype(model: torch.nn.Module, dtype: str) -> None:
-    """Run every later forward pass of `model` with its matrix products in `dtype` (one of MATMUL_DTYPES)."""
-    if dtype not in MATMUL_DTYPES:
-        raise WeightsteerError(f"unknown matmul dtype '{dtype}': choose {' or '.join(MATMUL_DTYPES)}")
+    """Run every later forward pass of `model` with its matrix products in `dtype` (one of CHOICES)."""
+    if dtype not in CHOICES:
+        raise WeightsteerError(f"unknown matmul dtype '{dtype}': choose {', '.join(CHOICES)}")
+    if dtype == "auto":
+        dtype = "bfloat16" if bf16_matmuls_are_fast(next(model.parameters()).device) else "float32"
     if dtype == matmul_dtype(model):
         return
     if dtype == "float32":
