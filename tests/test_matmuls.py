@@ -150,3 +150,20 @@ def test_auto_takes_bf16_only_where_it_is_native(tiny_qwen3, monkeypatch):
     monkeypatch.setattr(matmuls, "bf16_matmuls_are_fast", lambda device: True)
     matmuls.set_matmul_dtype(model, "auto")
     assert matmuls.matmul_dtype(model) == "bfloat16"
+
+
+@needs_bf16
+@pytest.mark.slow
+def test_on_the_embedded_model_bf16_scores_agree_with_float32_within_their_ci():
+    model, tokenizer = ws.load_model("smollm2-135m")
+    probe = copy.copy(ws.load_behaviour("mood").probe)
+    probe.vader = False  # the word probe alone: the replies are the slow part
+    items = probe.load()
+    fp32 = probe.score(model, tokenizer, items, progress=False)
+    matmuls.set_matmul_dtype(model, "bfloat16")
+    bf16 = probe.score(model, tokenizer, items, progress=False)
+    summary = probe.summarise(bf16, base_rows=fp32)
+    base = probe.summarise(fp32)["log_ratio"]
+    shift = summary["shift"]["log_ratio"]
+    assert base["lo"] < summary["log_ratio"]["mean"] < base["hi"]
+    assert max(abs(shift["lo"]), abs(shift["hi"])) < 0.1 * (base["hi"] - base["lo"])  # far inside the CI
