@@ -183,7 +183,8 @@ class UnitWork:
             return WeightSteering(name, delta=delta), file_hash(run / "delta.safetensors")
         if name in ACTIVATION_METHODS:
             path = self.folder(unit.seed) / name / "vectors.safetensors"
-            inputs = {"model": self.fingerprint, **compute_key(self.model), "method": name, "n_personas": self.s.data.n_personas,
+            inputs = {"model": self.fingerprint, **compute_key(self.model), "method": name,
+                      "n_personas": self.s.data.n_personas,
                       "behaviour": self.behaviour.generation_key(), "format": FORMAT,
                       "scale": self.s.activation_scale, "seed": unit.seed}
             run_stage("fit", path, inputs, lambda out: save_activation_method(fit_activation_method(
