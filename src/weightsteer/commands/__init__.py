@@ -25,6 +25,12 @@ def add_matmul_dtype(p):
                         "(default float32; docs/performance.md)")
 
 
+def add_allow_modified_base(p):
+    p.add_argument("--allow-modified-base", action="store_true",
+                   help="steer a model whose weights differ from the direction's base (a fine-tuned or already "
+                        "steered copy), with a warning")
+
+
 # ---- option types: a bad value is refused while the command line is read, before any work -------
 
 def _whole_at_least(text: str, least: int) -> int:
