@@ -111,3 +111,23 @@ def test_eval_tinymfv_prints_the_per_foundation_table(capsys, saved_tiny):
 
     rows = read_jsonl(saved_tiny / "ev" / "tinymfv.alpha+1.rows.jsonl")
     assert len(rows) == 14 and all("thought_is_wrong" in r for r in rows)  # --max-think 2: guided rollout
+
+
+def test_eval_with_bf16_matmuls_scores_its_own_rows(capsys, saved_tiny):
+    import torch
+
+    from weightsteer.matmuls import bf16_matmuls_are_fast
+
+    if not bf16_matmuls_are_fast(torch.device("cpu")):
+        pytest.skip("this CPU has no native bf16 matrix products")
+    values = {}
+    for dtype in ("float32", "bfloat16", "float32"):
+        capsys.readouterr()
+        code = main(["eval", "sycophancy", "--delta", str(saved_tiny / "d.safetensors"), "--alpha", "2",
+                     "--out", str(saved_tiny / f"ev-{dtype}"), "--out-root", str(saved_tiny / "out"),
+                     "--matmul-dtype", dtype])
+        assert code == 0
+        out = capsys.readouterr().out
+        values.setdefault(dtype, []).append(float(re.search(r"log_ratio ([-+][0-9.]+)", out).group(1)))
+    assert values["float32"][0] == values["float32"][1]  # float32 again gives float32's numbers
+    assert abs(values["bfloat16"][0] - values["float32"][0]) < 0.05
