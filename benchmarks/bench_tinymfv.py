@@ -23,6 +23,7 @@ from _common import Row, best_of, fmt_s, log, matmul_peak
 import weightsteer as ws
 from weightsteer import chat
 from weightsteer.evals import scoring, tinymfv
+from weightsteer.matmuls import bf16_matmuls_are_fast, set_matmul_dtype
 
 TARGET_PEAK = 0.8  # the batched path's FLOP/s as a fraction of the float32 matmul peak (issue 16)
 # the same copy the tests read (tests/conftest.py): the hub is not reachable from here
@@ -160,6 +161,11 @@ def measure(n_vignettes: int | None, quick: bool = False) -> dict:
     full, t_full = timed(batched, model, tokenizer, prompts, sets, 0)
     (cached, prefix_len), t_prefix = timed(batched_with_prefix_cache, model, tokenizer, prompts, sets)
     looped, t_loop = timed(loop, model, tokenizer, prompts, sets)
+    bf16_rows, t_bf16 = None, None
+    if not quick and bf16_matmuls_are_fast(torch.device("cpu")):  # --matmul-dtype bfloat16, same prompts
+        set_matmul_dtype(model, "bfloat16")
+        bf16_rows, t_bf16 = timed(tinymfv.score, model, tokenizer, items, progress=False)
+        set_matmul_dtype(model, "float32")
     log(f"tinymfv: score {t_score:.1f}s keep1 {t_keep1:.1f}s full {t_full:.1f}s prefix {t_prefix:.1f}s "
         f"loop {t_loop:.1f}s; prefix {prefix_len} tokens of mean {tokens / len(prompts):.0f}")
     n = len(prompts)
@@ -169,7 +175,9 @@ def measure(n_vignettes: int | None, quick: bool = False) -> dict:
         "max_abs_diff_loop": float((keep1 - looped).abs().max()),
         "max_abs_diff_prefix": float((keep1 - cached).abs().max()),
         "flops_score": flops(model, tokens, n), "peak": peak, "peak_bf16": peak_bf16,
-        "n_score_rows": len(score_rows),
+        "n_score_rows": len(score_rows), "t_score_bf16": t_bf16,
+        "max_abs_diff_bf16": None if bf16_rows is None else max(
+            abs(a["logit_wrongness"] - b["logit_wrongness"]) for a, b in zip(score_rows, bf16_rows, strict=True)),
     }
 
 
@@ -194,6 +202,12 @@ def run(quick: bool) -> list[dict]:
             f"{achieved / 1e9:.0f} GFLOP/s", f"{m['peak'] / 1e9:.0f} GFLOP/s", achieved / m["peak"],
             f"> {TARGET_PEAK:g}", achieved / m["peak"] > TARGET_PEAK,
             f"bf16 matmul peak here: {m['peak_bf16'] / 1e9:.0f} GFLOP/s (AMX)"),
+        *([] if m["t_score_bf16"] is None else [
+            Row("4 tiny-mfv: batched score with bf16 products (--matmul-dtype bfloat16) vs float32 (prompts/s)",
+                size, f"{n / m['t_score_bf16']:.1f}", f"{per_s['t_score']:.1f}", m["t_score"] / m["t_score_bf16"],
+                "-", None, f"{m['flops_score'] / m['t_score_bf16'] / 1e9:.0f} GFLOP/s = "
+                f"{m['flops_score'] / m['t_score_bf16'] / m['peak_bf16']:.2f} of the bf16 peak; logit(wrongness) within "
+                f"{m['max_abs_diff_bf16']:.3f} of float32's")]),
         Row("4 machine: forward 16x128, 2 threads vs 1 thread (s)", size, fmt_s(m["forward_2"]),
             fmt_s(m["forward_1"]), m["forward_1"] / m["forward_2"], "-", None,
             "about 1.8x on an idle machine; below 1x means other processes hold the cores"),
