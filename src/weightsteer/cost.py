@@ -87,7 +87,8 @@ class Cost:
 
     def coherence_rows(self, method, coef: float, path: Path, inputs: dict | None = None) -> list[dict]:
         key = {**(inputs or {}), "model": model_fingerprint(self.model), **compute_key(self.model), "coef": coef,
-               "questions": self.questions, "system": method.system, "user_prefix": method.user_prefix, "max_new_tokens": self.s.max_new_tokens,
+               "questions": self.questions, "system": method.system, "user_prefix": method.user_prefix,
+               "max_new_tokens": self.s.max_new_tokens,
                # what the kept signals depend on; thresholds are applied when summarising (coherence.judge)
                "signals": {"ngram": coherence.NGRAM, "max_period": coherence.MAX_PERIOD}}
         if is_fresh(path, key):

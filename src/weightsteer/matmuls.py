@@ -40,7 +40,8 @@ def bf16_matmuls_are_fast(device: torch.device) -> bool:
     """Whether this device has native bf16 matrix products (without them autocast emulates bf16, slowly)."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
-    return device.type == "cpu" and torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    return (device.type == "cpu" and torch.backends.mkldnn.is_available()
+            and torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 def set_matmul_dtype(model: torch.nn.Module, dtype: str) -> None:

@@ -60,7 +60,8 @@ LOAD_ERRORS = (OSError, ValueError, KeyError, TypeError, AttributeError)
 
 
 def load_model(name_or_path: str = DEFAULT_MODEL, *, dtype: torch.dtype | None = None,
-               device: str | torch.device | None = None, matmul_dtype: str = "float32") -> tuple[PreTrainedModel, object]:
+               device: str | torch.device | None = None,
+               matmul_dtype: str = "float32") -> tuple[PreTrainedModel, object]:
     """Return (model, tokenizer) in eval mode, with a left-padding tokenizer that has a pad token;
     matmul_dtype "bfloat16" runs its matrix products in bf16 (weightsteer.matmuls)."""
     device = torch.device(device) if device is not None else default_device()

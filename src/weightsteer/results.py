@@ -32,8 +32,9 @@ def write_rows_csv(path: Path, rows: list[dict]) -> None:
 
 def rows_key(model, bench, items: list[dict], coef: float, inputs: dict | None = None) -> dict:
     rows_settings = bench.rows_key() if hasattr(bench, "rows_key") else {}
-    return {**(inputs or {}), "model": model_fingerprint(model), **compute_key(model), "bench": bench.name, "settings": rows_settings,
-            "coef": coef, "items": hashlib.sha256(json.dumps(items, sort_keys=True).encode()).hexdigest()}
+    return {**(inputs or {}), "model": model_fingerprint(model), **compute_key(model), "bench": bench.name,
+            "settings": rows_settings, "coef": coef,
+            "items": hashlib.sha256(json.dumps(items, sort_keys=True).encode()).hexdigest()}
 
 
 def score_rows(model, tokenizer, bench, items: list[dict], method, coef: float, stem: Path,

@@ -44,7 +44,8 @@ def make_executor(args):
     if args.max_retries < 0:
         raise WeightsteerError("--max-retries must be at least 0")
     return RayExecutor(args.model, matmul_dtype=args.matmul_dtype, address=args.address,
-                       gpus_per_task=args.gpus_per_task, cpus_per_task=1.0 if args.cpus_per_task is None else args.cpus_per_task,
+                       gpus_per_task=args.gpus_per_task,
+                       cpus_per_task=1.0 if args.cpus_per_task is None else args.cpus_per_task,
                        max_retries=args.max_retries, log=log)
 
 

@@ -37,7 +37,8 @@ def worker_log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)  # Ray forwards a worker's stderr to the driver
 
 
-def run_unit_task(model_name: str, matmul_dtype: str, settings, items: dict, unit, shared: dict[str, bytes], own: dict[str, bytes]):
+def run_unit_task(model_name: str, matmul_dtype: str, settings, items: dict, unit, shared: dict[str, bytes],
+                  own: dict[str, bytes]):
     """The task: the unit in a scratch copy of the run folder; its UnitResult with the files it made."""
     from ..models import load_model
     from ..sweep import UnitWork
@@ -111,7 +112,8 @@ class RayExecutor:
         pending = {}
         for unit in units:
             own = pack(work.out_root, [work.folder(unit.seed) / unit.method])
-            pending[task.remote(self.model_name, self.matmul_dtype, settings, items, unit, shared[unit.seed], own)] = unit
+            ref = task.remote(self.model_name, self.matmul_dtype, settings, items, unit, shared[unit.seed], own)
+            pending[ref] = unit
             self.log(f"[ray] submitted {unit}")
         submitted(len(pending))
         try:
