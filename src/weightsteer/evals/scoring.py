@@ -8,6 +8,7 @@ itself always comes from chat.render). Doing that in one place keeps the details
 - Position ids are passed explicitly (counted over real tokens only), so a left-padded prompt gets
   the positions it would get alone. transformers does this in generate() but not in a plain forward
   call; rotary models would not notice the offset, models with learned absolute positions would.
+- The prompts' shared beginning is run once and its KV cache reused by every batch.
 - Only the last position's logits are computed (`logits_to_keep=1`): the LM head over every other
   position is the largest single cost for small models with big vocabularies.
 - A "token set" is every vocabulary entry that decodes to the same word ("true", " true", "True"...),
@@ -19,6 +20,7 @@ names the file and row of anything malformed.
 
 from __future__ import annotations
 
+import copy
 import json
 import weakref
 from collections.abc import Iterable, Sequence
@@ -114,19 +116,56 @@ def _length_sorted_batches(tokenizer, prompts: Sequence[str], batch_size: int) -
     return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
 
 
+MIN_SHARED_PREFIX = 8  # tokens; below this, copying the prefix's cache into every batch is not worth it
+
+
+def shared_prefix_length(token_lists: Sequence[Sequence[int]]) -> int:
+    """How many leading tokens every prompt has in common, leaving each at least one token of its own."""
+    first, n = token_lists[0], min(len(t) for t in token_lists) - 1
+    for i in range(n):
+        if any(t[i] != first[i] for t in token_lists):
+            return i
+    return max(n, 0)
+
+
 @torch.inference_mode()
 def next_token_logprobs(model, tokenizer, prompts: Sequence[str], token_sets: Sequence[torch.Tensor], *,
                         batch_size: int = 16, progress: bool = True, desc: str = "scoring") -> np.ndarray:
-    """log P(next token is in set k | prompt i), shape (prompts, sets), under the full-vocabulary softmax."""
+    """log P(next token is in set k | prompt i), shape (prompts, sets), under the full-vocabulary softmax.
+
+    The prompts' shared beginning (the chat template, a system prompt, a benchmark's instruction) runs
+    once; each batch starts from a copy of its KV cache and runs only the rest. A row is laid out as
+    [shared prefix][left padding][its own tokens], with the padding masked and positions counted over
+    real tokens, so each row is scored as it would be alone."""
     out = np.empty((len(prompts), len(token_sets)), dtype=np.float64)
     device = next(model.parameters()).device
     sets = [s.to(device) for s in token_sets]
+    ids = tokenizer(list(prompts), add_special_tokens=False).input_ids
+    n = shared_prefix_length(ids) if len(ids) > 1 else 0
+    prefix_cache = None
+    if n >= MIN_SHARED_PREFIX:
+        prefix_cache = model(input_ids=torch.tensor([ids[0][:n]], device=device), use_cache=True).past_key_values
+    else:
+        n = 0
+    order = sorted(range(len(prompts)), key=lambda i: len(ids[i]))
     with tqdm(total=len(prompts), desc=desc, disable=not progress) as bar:
-        for batch in _length_sorted_batches(tokenizer, prompts, batch_size):
-            enc = chat.encode(tokenizer, [prompts[i] for i in batch], device)
-            positions = (enc.attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-            logits = model(input_ids=enc.input_ids, attention_mask=enc.attention_mask,
-                           position_ids=positions, logits_to_keep=1).logits[:, -1].float()
+        for start in range(0, len(order), batch_size):
+            batch = order[start:start + batch_size]
+            width = max(len(ids[i]) - n for i in batch)
+            input_ids = torch.full((len(batch), width), tokenizer.pad_token_id, device=device)
+            mask = torch.zeros((len(batch), n + width), dtype=torch.long, device=device)
+            mask[:, :n] = 1
+            for row, i in enumerate(batch):
+                own = ids[i][n:]
+                input_ids[row, width - len(own):] = torch.tensor(own, device=device)
+                mask[row, n + width - len(own):] = 1
+            positions = (mask.cumsum(-1) - 1)[:, n:].clamp(min=0)
+            cache = None
+            if prefix_cache is not None:
+                cache = copy.deepcopy(prefix_cache)
+                cache.batch_repeat_interleave(len(batch))
+            logits = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
+                           logits_to_keep=1).logits[:, -1].float()
             logprobs = torch.log_softmax(logits, dim=-1)
             per_set = torch.stack([torch.logsumexp(logprobs[:, s], dim=-1) for s in sets], dim=-1)
             out[batch] = per_set.double().cpu().numpy()
