@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from tqdm.auto import tqdm
+from transformers import DynamicCache
 
 from .. import chat
 from ..decode import BATCH as DECODE_BATCH
@@ -144,7 +145,8 @@ def next_token_logprobs(model, tokenizer, prompts: Sequence[str], token_sets: Se
     n = shared_prefix_length(ids) if len(ids) > 1 else 0
     prefix_cache = None
     if n >= MIN_SHARED_PREFIX:
-        prefix_cache = model(input_ids=torch.tensor([ids[0][:n]], device=device), use_cache=True).past_key_values
+        prefix_cache = DynamicCache(config=model.config)
+        model(input_ids=torch.tensor([ids[0][:n]], device=device), cache=prefix_cache, use_cache=True, logits_to_keep=1)
     else:
         n = 0
     order = sorted(range(len(prompts)), key=lambda i: len(ids[i]))
@@ -164,7 +166,7 @@ def next_token_logprobs(model, tokenizer, prompts: Sequence[str], token_sets: Se
             if prefix_cache is not None:
                 cache = copy.deepcopy(prefix_cache)
                 cache.batch_repeat_interleave(len(batch))
-            logits = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
+            logits = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, cache=cache,
                            logits_to_keep=1).logits[:, -1].float()
             logprobs = torch.log_softmax(logits, dim=-1)
             per_set = torch.stack([torch.logsumexp(logprobs[:, s], dim=-1) for s in sets], dim=-1)
