@@ -103,9 +103,10 @@ def main() -> None:
     b, a = results["before"], results["after"]
     if set(b) != set(behaviours) or set(a) != set(behaviours):
         sys.exit(f"a run failed; logs under {work}")
-    lines = [f"Command: `python benchmarks/bench_run.py --before {args.before} --after {args.after} --behaviours {args.behaviours} "
-             f"--threads {args.threads}" + (f" --after-args {shlex.quote(args.after_args)}" if args.after_args else "")
-             + "`; both versions at the same time, {args.threads} thread(s) each; "
+    after_args = f" --after-args {shlex.quote(args.after_args)}" if args.after_args else ""
+    lines = [f"Command: `python benchmarks/bench_run.py --before {args.before} --after {args.after} "
+             f"--behaviours {args.behaviours} --threads {args.threads}{after_args}`; "
+             f"both versions at the same time, {args.threads} thread(s) each; "
              f"load average (1/5/15 min) {load_start} at the start, {load_end} at the end; "
              f"{(time.time() - started) / 60:.0f} min; logs in {work}.", "",
              "| what | before | after | before / after | target |", "|---|---|---|---|---|"]
