@@ -4,9 +4,10 @@ On a CPU with bf16 matrix units (AMX, AVX512-BF16) a bf16 matrix product is abou
 one, but a model whose weights are cast to bf16 is hardly faster: its norms, rotary embeddings,
 softmax and attention run in bf16 on kernels much slower than their float32 ones. Autocast takes
 the fast part only: inside the model's forward pass each linear layer and matrix product casts its
-inputs to bf16, everything else stays float32 (and so do calls on fewer than MIN_BF16_TOKENS tokens,
-where re-casting the weights costs more than it saves). On SmolLM2-135M, one thread, a 16 x 128 forward pass
-took 1.7 s against 5.6 s in float32 and 4.8 s with bf16 weights (docs/performance.md).
+inputs to bf16, everything else stays float32 (and so do calls on fewer than MIN_BF16_TOKENS
+tokens, where re-casting the weights costs more than it saves). On SmolLM2-135M, one thread, a
+16 x 128 forward pass took 1.7 s against 5.6 s in float32 and 4.8 s with bf16 weights
+(docs/performance.md).
 
 Only the forward pass is wrapped, so the weights stay float32 and so does every piece of
 arithmetic done on them outside a forward pass: adding alpha * dW and restoring the weights bit for
