@@ -11,11 +11,8 @@ version's evaluations, alphas, KLs and CPU seconds, and the ratios.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
+
+from _versions import add_version_args, load_average, run_both
 
 CHILD = r'''
 import json, sys, time
@@ -44,19 +41,15 @@ print(json.dumps({"search_cpu": search_cpu, "eval_cpu": per_eval,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--before", required=True)
-    parser.add_argument("--after", default=str(Path(__file__).resolve().parents[1] / "src"))
+    add_version_args(parser)
     parser.add_argument("--delta", required=True)
     parser.add_argument("--behaviour", default="mood")
     args = parser.parse_args()
-    load = "/".join(f"{x:.1f}" for x in os.getloadavg())
-    procs = {name: subprocess.Popen([sys.executable, "-c", CHILD, args.delta, args.behaviour], stdout=subprocess.PIPE,
-                                    env={**os.environ, "PYTHONPATH": str(Path(src).resolve()), "OMP_NUM_THREADS": "1"},
-                                    text=True)
-             for name, src in (("before", args.before), ("after", args.after))}
-    out = {name: json.loads(p.communicate()[0].strip().splitlines()[-1]) for name, p in procs.items()}
+    load = load_average()
+    child_args = [args.delta, args.behaviour]
+    out = run_both(CHILD, {"before": child_args, "after": child_args}, {"before": args.before, "after": args.after})
     b, a = out["before"], out["after"]
-    print(f"load average {load} at the start, {'/'.join(f'{x:.1f}' for x in os.getloadavg())} at the end")
+    print(f"load average {load} at the start, {load_average()} at the end")
     for side in ("pos", "neg"):
         print(f"{side}: evaluations {b[side]['evals']} -> {a[side]['evals']}; alpha {b[side]['coef']:+.4g} "
               f"(kl {b[side]['kl']:.3f}) -> {a[side]['coef']:+.4g} (kl {a[side]['kl']:.3f})")

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import argparse
 import copy
-import os
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from _versions import load_average
 
 ROOT = Path(__file__).resolve().parents[1]
 MMLU_DIR = ROOT.parent / "shared" / "data" / "mmlu"
@@ -47,7 +47,7 @@ def main() -> None:
     from weightsteer.matmuls import set_matmul_dtype
     from weightsteer.probes.next_word import N_GENERATE
 
-    load_start = os.getloadavg()
+    load_start = load_average()
     model, tok = ws.load_model("smollm2-135m")
     behaviour = ws.load_behaviour("mood")
     probe = copy.copy(behaviour.probe)
@@ -91,8 +91,7 @@ def main() -> None:
         step_times[dtype] = min(train_step() for _ in range(args.repeats))
 
     print(f"\nbfloat16 vs float32 matrix products, SmolLM2-135M, {args.threads} thread(s), load average "
-          f"{' '.join(f'{x:.2f}' for x in load_start)} at the start, "
-          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())} at the end\n")
+          f"{load_start} at the start, {load_average()} at the end\n")
     print("| stage | float32 | bfloat16 | float32 / bfloat16 |\n|---|---|---|---|")
     for name, by_dtype in results.items():
         a, b = by_dtype["float32"][0], by_dtype["bfloat16"][0]

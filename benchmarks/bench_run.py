@@ -27,13 +27,10 @@ import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from _versions import add_version_args, load_average
+
 STAGE = re.compile(r"^\[(?P<name>[^\]]+)\] done in (?P<s>\d+) s")
 ARGS = ["--adapter", "lora", "--max-new-tokens", "64", "--target-kl", "1"]
-
-
-def load() -> str:
-    return "/".join(f"{x:.1f}" for x in os.getloadavg())
 
 
 def run_version(src: Path, behaviours: list[str], work: Path, threads: int, result: dict,
@@ -75,9 +72,7 @@ def row(name: str, before: float, after: float, unit: str = "s", target: str = "
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--before", required=True, help="the baseline's src folder (e.g. a worktree of main)")
-    parser.add_argument("--after", default=str(ROOT / "src"),
-                        help="the src folder to measure (default: this checkout's; pass a frozen copy when editing)")
+    add_version_args(parser)
     parser.add_argument("--behaviours", default="mood,honesty")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--after-args", default="", help="more options for the measured version's `run`, e.g. "
@@ -88,7 +83,7 @@ def main() -> None:
     work = Path(args.work or tempfile.mkdtemp(prefix="weightsteer-bench-run-"))
     versions = {"before": Path(args.before).resolve(), "after": Path(args.after).resolve()}
     results: dict[str, dict] = {name: {} for name in versions}
-    load_start, started = load(), time.time()
+    load_start, started = load_average(), time.time()
     extra = {"before": [], "after": shlex.split(args.after_args)}
     threads = [threading.Thread(target=run_version, args=(src, behaviours, work / name, args.threads, results[name],
                                                           extra[name]))
@@ -99,7 +94,7 @@ def main() -> None:
         t.start()
     for t in threads:
         t.join()
-    load_end = load()
+    load_end = load_average()
     b, a = results["before"], results["after"]
     if set(b) != set(behaviours) or set(a) != set(behaviours):
         sys.exit(f"a run failed; logs under {work}")

@@ -11,12 +11,10 @@ are the same.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
+
+from _versions import add_version_args, load_average, run_both
 
 CHILD = r'''
 import json, sys, time
@@ -40,21 +38,17 @@ print(json.dumps({"cpu": time.process_time() - c, "wall": time.time() - t, "prob
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--before", required=True)
-    parser.add_argument("--after", default=str(Path(__file__).resolve().parents[1] / "src"))
+    add_version_args(parser)
     parser.add_argument("--delta", required=True)
     parser.add_argument("--behaviour", default="mood")
     parser.add_argument("--alphas", default="-1,0,1")
     args = parser.parse_args()
-    load = "/".join(f"{x:.1f}" for x in os.getloadavg())
+    load = load_average()
     work = Path(tempfile.mkdtemp(prefix="weightsteer-bench-table-"))
-    procs = {name: subprocess.Popen([sys.executable, "-c", CHILD, args.delta, args.behaviour, args.alphas,
-                                     str(work / name)], stdout=subprocess.PIPE, text=True,
-                                    env={**os.environ, "PYTHONPATH": str(Path(src).resolve()), "OMP_NUM_THREADS": "1"})
-             for name, src in (("before", args.before), ("after", args.after))}
-    out = {name: json.loads(p.communicate()[0].strip().splitlines()[-1]) for name, p in procs.items()}
+    child_args = {name: [args.delta, args.behaviour, args.alphas, str(work / name)] for name in ("before", "after")}
+    out = run_both(CHILD, child_args, {"before": args.before, "after": args.after})
     b, a = out["before"], out["after"]
-    print(f"load average {load} at the start, {'/'.join(f'{x:.1f}' for x in os.getloadavg())} at the end")
+    print(f"load average {load} at the start, {load_average()} at the end")
     print(f"CPU time {b['cpu']:.1f} s -> {a['cpu']:.1f} s ({b['cpu'] / a['cpu']:.2f}x); "
           f"wall time {b['wall']:.0f} s -> {a['wall']:.0f} s ({b['wall'] / a['wall']:.2f}x)")
     print(f"same answers: {b['answers'] == a['answers']}; same probe numbers: {b['probes'] == a['probes']}")

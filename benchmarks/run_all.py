@@ -21,6 +21,7 @@ import time
 
 import psutil
 from _common import BENCH_DIR, GiB, Row, in_subprocess, log
+from _versions import load_average
 
 # (module, takes the shared work folder): benchmark 6 leaves a trained direction there for 5
 BENCHMARKS = [("bench_checks", False), ("bench_extract", False), ("bench_inference", False),
@@ -37,10 +38,6 @@ def machine(threads: int | None) -> str:
     return (f"{cpu} (AVX-512, AMX), {os.cpu_count()} cores (intra-op threads: {threads or os.cpu_count()}), "
             f"{psutil.virtual_memory().total / GiB:.1f} GiB RAM, no GPU; Python {platform.python_version()}, "
             f"torch {torch.__version__}")
-
-
-def load() -> str:
-    return "/".join(f"{x:.1f}" for x in os.getloadavg())
 
 
 def table(rows: list[dict]) -> str:
@@ -68,13 +65,13 @@ def main() -> None:
         os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(args.threads)
     command = ("cd /work/main && .venv/bin/python benchmarks/run_all.py" + (" --quick" if args.quick else "")
                + (f" --threads {args.threads}" if args.threads else ""))
-    started, load_before = time.time(), load()
+    started, load_before = time.time(), load_average()
     rows, seconds = [], {}
     with tempfile.TemporaryDirectory(prefix="weightsteer-bench-") as work:
         for module, uses_work in BENCHMARKS:
             if args.only and module not in args.only:
                 continue
-            log(f"---- {module} (load {load()})")
+            log(f"---- {module} (load {load_average()})")
             t = time.time()
             try:
                 rows += in_subprocess(module, "run", args.quick, *([work] if uses_work else []))
@@ -89,7 +86,7 @@ def main() -> None:
     report = "\n".join([
         "# weightsteer benchmarks", "",
         f"Command: `{command}`" + (f" (only {' '.join(args.only)})" if args.only else ""), "",
-        f"Machine: {machine(args.threads)}. Load average (1/5/15 min) {load_before} at the start, {load()} at the end "
+        f"Machine: {machine(args.threads)}. Load average (1/5/15 min) {load_before} at the start, {load_average()} at the end "
         "(a shared machine: other users' work slows every number here, ours and the baselines alike).", "",
         f"Date: {time.strftime('%Y-%m-%d %H:%M %Z')}; total wall time {total / 60:.1f} min "
         f"({per_module}).", "",
