@@ -37,3 +37,12 @@ def tiny_llama(base_tokenizer):
 @pytest.fixture
 def tiny_qwen3(base_tokenizer):
     return make_tiny("qwen3", base_tokenizer)
+
+
+@pytest.fixture
+def tiny_llama_dir(tiny_llama, tmp_path):
+    """tiny_llama saved as a model folder (tmp_path/tiny), for the command line's --model."""
+    model, tokenizer = tiny_llama
+    model.save_pretrained(tmp_path / "tiny")
+    tokenizer.save_pretrained(tmp_path / "tiny")
+    return tmp_path / "tiny"

@@ -45,12 +45,10 @@ def test_bad_arguments(capsys, tmp_path, monkeypatch, args, pattern):
 
 
 @pytest.fixture
-def saved_tiny(tiny_llama, tmp_path):
-    model, tokenizer = tiny_llama
-    model.save_pretrained(tmp_path / "tiny")
-    tokenizer.save_pretrained(tmp_path / "tiny")
+def saved_tiny(tiny_llama, tiny_llama_dir, tmp_path):
+    model, _ = tiny_llama
     pos, neg = adapter_pair(model, "lora", tmp_path)
-    model.config.weightsteer_model = str(tmp_path / "tiny")
+    model.config.weightsteer_model = str(tiny_llama_dir)
     ws.WeightDelta.from_adapters(model, pos, neg).save(tmp_path / "d.safetensors")
     return tmp_path
 

@@ -12,15 +12,7 @@ RUN = ["--adapter", "lora", "--n-samples", "4", "--n-questions", "4", "--max-new
        "--target-kl", "0.01"]
 
 
-@pytest.fixture
-def tiny_dir(tiny_llama, tmp_path):
-    model, tokenizer = tiny_llama
-    model.save_pretrained(tmp_path / "tiny")
-    tokenizer.save_pretrained(tmp_path / "tiny")
-    return tmp_path / "tiny"
-
-
-def test_list_new_and_check(capsys, tmp_path, tiny_dir):
+def test_list_new_and_check(capsys, tmp_path, tiny_llama_dir):
     assert main(["behaviours"]) == 0
     listing = capsys.readouterr().out
     assert "mood: Cheerful vs gloomy" in listing and "probe: yes_no, 32 questions" in listing
@@ -29,17 +21,17 @@ def test_list_new_and_check(capsys, tmp_path, tiny_dir):
     assert main(["behaviours", "new", "tea", "--out", str(path)]) == 0
     assert main(["behaviours", "new", "tea", "--out", str(path)]) == 2  # never overwrites
     capsys.readouterr()
-    assert main(["behaviours", "check", str(path), "--model", str(tiny_dir), "--out", str(tmp_path / "out")]) == 0
+    assert main(["behaviours", "check", str(path), "--model", str(tiny_llama_dir), "--out", str(tmp_path / "out")]) == 0
     report = capsys.readouterr().out
     assert "tea (" in report and "2 persona pairs" in report
     assert "POS - NEG:" in report and "word_mass" in report
 
 
-def test_run_a_behaviour_file_then_on_own_data(capsys, tmp_path, tiny_dir):
+def test_run_a_behaviour_file_then_on_own_data(capsys, tmp_path, tiny_llama_dir):
     path = tmp_path / "tea.toml"
     main(["behaviours", "new", "tea", "--out", str(path)])
     out = tmp_path / "out"
-    assert main(["run", "--model", str(tiny_dir), "--behavior", str(path), "--out", str(out), *RUN,
+    assert main(["run", "--model", str(tiny_llama_dir), "--behavior", str(path), "--out", str(out), *RUN,
                  "--mmlu-dir", str(SHARED_DATA / "mmlu"), "--mmlu-n", "4"]) == 0
     run = out / "tiny" / "tea" / "lora"
     shown = json.loads((run / "showcase.json").read_text())
@@ -57,7 +49,7 @@ def test_run_a_behaviour_file_then_on_own_data(capsys, tmp_path, tiny_dir):
     data.write_text("".join(json.dumps({"prompt": r["prompt"], "side": r["side"], "response": r["response"] + " Tea!"})
                             + "\n" for r in generated))
     before = (run / "adapters" / "pos" / "adapter_model.safetensors").read_bytes()
-    assert main(["run", "--model", str(tiny_dir), "--behavior", str(path), "--data", str(data), "--out", str(out),
+    assert main(["run", "--model", str(tiny_llama_dir), "--behavior", str(path), "--data", str(data), "--out", str(out),
                  *RUN]) == 0
     used = [json.loads(line) for line in (out / "tiny" / "tea" / "data.jsonl").read_text().splitlines()]
     assert all(r["response"].endswith(" Tea!") for r in used) and len(used) == len(generated)
@@ -68,7 +60,7 @@ def test_run_a_behaviour_file_then_on_own_data(capsys, tmp_path, tiny_dir):
     (["--behavior", "{bad}"], "tea.toml: probe.prefil: unknown key"),
     (["--behavior", "{bad}", "--data", "{rows}"], "line 1: 'side' must be \"pos\" or \"neg\""),
 ])
-def test_bad_files_stop_the_run_before_anything_is_written(capsys, tmp_path, tiny_dir, args, message):
+def test_bad_files_stop_the_run_before_anything_is_written(capsys, tmp_path, tiny_llama_dir, args, message):
     bad = tmp_path / "tea.toml"
     main(["behaviours", "new", "tea", "--out", str(bad)])
     bad.write_text(bad.read_text().replace("prefill", "prefil") if "--data" not in args else bad.read_text())
@@ -76,7 +68,7 @@ def test_bad_files_stop_the_run_before_anything_is_written(capsys, tmp_path, tin
     rows.write_text('{"side": "up", "prompt": "q", "response": "r"}\n')
     capsys.readouterr()
     argv = [a.format(bad=bad, rows=rows) for a in args]
-    assert main(["run", "--model", str(tiny_dir), "--out", str(tmp_path / "out"), *argv, *RUN]) == 2
+    assert main(["run", "--model", str(tiny_llama_dir), "--out", str(tmp_path / "out"), *argv, *RUN]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err
     assert not (tmp_path / "out").exists()

@@ -139,13 +139,10 @@ def test_summary_accuracy_logp_per_subject_and_paired_shift():
     assert -1.0 <= lo <= hi <= 0.0
 
 
-def test_eval_command_scores_mmlu(tiny_llama, tmp_path, capsys):
+def test_eval_command_scores_mmlu(tiny_llama_dir, tmp_path, capsys):
     from weightsteer.cli import main
 
-    model, tokenizer = tiny_llama
-    model.save_pretrained(tmp_path / "tiny")
-    tokenizer.save_pretrained(tmp_path / "tiny")
-    assert main(["eval", "mmlu", "--model", str(tmp_path / "tiny"), "--data-dir", str(MMLU_DIR), "--limit", "3",
+    assert main(["eval", "mmlu", "--model", str(tiny_llama_dir), "--data-dir", str(MMLU_DIR), "--limit", "3",
                  "--prompt", "You are a careful expert.", "--out-root", str(tmp_path / "out"),
                  "--out", str(tmp_path / "eval")]) == 0
     assert "mmlu [prompt]: correct" in capsys.readouterr().out

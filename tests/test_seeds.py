@@ -24,21 +24,13 @@ def test_fit_questions_seed_zero_is_the_first_questions_and_other_seeds_sample_t
     assert sorted(fit_questions(sycophancy, 64, 3)) == sorted(sycophancy.questions)
 
 
-@pytest.fixture
-def model_dir(tiny_llama, tmp_path):
-    model, tokenizer = tiny_llama
-    model.save_pretrained(tmp_path / "tiny-model")
-    tokenizer.save_pretrained(tmp_path / "tiny-model")
-    return tmp_path / "tiny-model"
-
-
 @pytest.mark.slow
-def test_run_with_two_seeds(model_dir, tmp_path, capsys):
+def test_run_with_two_seeds(tiny_llama_dir, tmp_path, capsys):
     out = tmp_path / "out"
-    assert main(["run", "--model", str(model_dir), "--behavior", "mood", "--seeds", "0,1", "--n-samples", "4",
+    assert main(["run", "--model", str(tiny_llama_dir), "--behavior", "mood", "--seeds", "0,1", "--n-samples", "4",
                  "--n-questions", "4", "--max-new-tokens", "6", "--steps", "2", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    seed0, seed1 = out / "tiny-model" / "mood", out / "tiny-model" / "mood-seed1"
+    seed0, seed1 = out / "tiny" / "mood", out / "tiny" / "mood-seed1"
     data = [[json.loads(line) for line in (f / "data.jsonl").read_text().splitlines()] for f in (seed0, seed1)]
     assert [r["response"] for r in data[0]] != [r["response"] for r in data[1]]
     adapters = [load_file(str(f / "lora" / "adapters" / "pos" / "adapter_model.safetensors")) for f in (seed0, seed1)]
