@@ -14,7 +14,7 @@ from weightsteer.results import score_rows
 
 needs_bf16 = pytest.mark.skipif(not matmuls.bf16_matmuls_are_fast(torch.device("cpu")),
                                 reason="this CPU has no native bf16 matrix products")
-TOKENS = torch.randint(5, 2000, (1, 64), generator=torch.Generator().manual_seed(0))  # >= MIN_BF16_TOKENS
+TOKENS = torch.randint(5, 2000, (1, 64), generator=torch.Generator().manual_seed(0))
 
 
 def logits(model) -> torch.Tensor:
@@ -121,20 +121,63 @@ def test_a_copy_of_a_bf16_model_runs_its_own_weights(tiny_qwen3):
 
 
 @needs_bf16
-def test_small_decoding_steps_run_in_float32_after_a_bf16_prefill(tiny_qwen3, base_tokenizer):
+def test_kept_bf16_weights_follow_every_change_of_the_weights(tiny_llama, tmp_path):
+    model, _ = tiny_llama
+    pos, neg = adapter_pair(model, "lora", tmp_path)
+    delta = ws.WeightDelta.from_adapters(model, pos, neg)
+    matmuls.set_matmul_dtype(model, "bfloat16")
+    before, unsteered = logits(model), float64_logits(model)
+    with ws.steer(model, delta, 2.5):
+        steered = logits(model)
+        exact = float64_logits(model)  # the steered weights, in float64
+    assert (steered - exact).abs().max() < 3e-2 * exact.abs().max()
+    assert (steered - before).abs().max() > 0.5 * (exact - unsteered).abs().max()  # the copies were remade
+    assert torch.equal(logits(model), before)  # restored weights, restored copies
+    weight = model.model.layers[0].mlp.down_proj.weight
+    weight.data.mul_(-3.0)  # an edit the version counter does not see ...
+    assert torch.equal(logits(model), before)
+    matmuls.forget_bf16_weights(model)  # ... until the copies are dropped
+    edited, exact = logits(model), float64_logits(model)
+    assert (edited - exact).abs().max() < 3e-2 * exact.abs().max() < (before - exact).abs().max()
+
+
+@needs_bf16
+def test_small_calls_and_decoding_steps_run_in_bf16(tiny_qwen3, base_tokenizer):
     from weightsteer import chat
     from weightsteer.decode import decode
 
     model, tokenizer = tiny_qwen3
-    step = torch.tensor([[5, 17]])  # fewer tokens than MIN_BF16_TOKENS
-    fp32 = logits_of(model, step)
+    step = torch.tensor([[5, 17]])
+    exact = float64_logits_of(model, step)
+    fp32 = logits_of(model, step).double()
     matmuls.set_matmul_dtype(model, "bfloat16")
-    assert torch.equal(logits_of(model, step), fp32)
+    bf16 = logits_of(model, step).double()
+    assert not torch.equal(bf16, fp32)
+    assert (bf16 - exact).abs().max() < 3e-2 * exact.abs().max()
     enc = chat.encode(tokenizer, ["a prompt long enough " * 8, "and a shorter one " * 6], "cpu")
-    assert enc.input_ids.numel() >= matmuls.MIN_BF16_TOKENS  # the prefill is bf16, the steps float32
     out = decode(model, enc.input_ids, enc.attention_mask, max_new_tokens=6, stop_ids=[], keep_logprobs=True)
     assert all(len(t) == 6 for t in out.tokens)
     assert all(torch.isfinite(lp).all() for lp in out.logprobs)
+
+
+@needs_bf16
+def test_an_adapter_trains_after_decoding_made_the_kept_copies(tiny_qwen3, tmp_path):
+    """Decoding runs in inference mode; copies made there must still serve a training step after it."""
+    from weightsteer.decode import decode
+    from weightsteer.train import TrainConfig, train_adapter
+
+    model, tokenizer = tiny_qwen3
+    matmuls.set_matmul_dtype(model, "bfloat16")
+    decode(model, TOKENS[:, :8], torch.ones(1, 8, dtype=torch.long), max_new_tokens=2, stop_ids=[])
+    rows = [{"prompt": "Say something.", "response": "Something cheerful and bright."}] * 4
+    losses = train_adapter(model, tokenizer, rows, tmp_path / "adapter", TrainConfig(method="lora", steps=2, lr=1e-2))
+    assert len(losses) == 2 and all(torch.isfinite(torch.tensor(losses)))
+
+
+def float64_logits_of(model, ids) -> torch.Tensor:
+    reference = copy.deepcopy(model)
+    matmuls.set_matmul_dtype(reference, "float32")
+    return logits_of(reference.double(), ids).double()
 
 
 def logits_of(model, ids) -> torch.Tensor:

@@ -1,18 +1,22 @@
-"""The dtype of a model's matrix products: float32 (the default), or bfloat16 via autocast.
+"""The dtype of a model's matrix products: float32 (the default), or bfloat16.
 
 On a CPU with bf16 matrix units (AMX, AVX512-BF16) a bf16 matrix product is about 6x a float32
 one, but a model whose weights are cast to bf16 is hardly faster: its norms, rotary embeddings,
-softmax and attention run in bf16 on kernels much slower than their float32 ones. Autocast takes
-the fast part only: inside the model's forward pass each linear layer and matrix product casts its
-inputs to bf16, everything else stays float32 (and so do calls on fewer than MIN_BF16_TOKENS
-tokens, where re-casting the weights costs more than it saves). On SmolLM2-135M, one thread, a
-16 x 128 forward pass took 1.7 s against 5.6 s in float32 and 4.8 s with bf16 weights
-(docs/performance.md).
+softmax and attention run in bf16 on kernels much slower than their float32 ones. So only the
+products are bf16: the model's forward pass runs under autocast (each product casts its inputs to
+bf16, everything else stays float32), and each linear layer multiplies by a bf16 copy of its weight
+made once and kept until the weight changes. Autocast alone would cast every weight again at every
+call, which made a decoding step of a small batch slower than float32 (SmolLM2-135M, one thread, 4
+rows: 169 ms against 101 ms in float32; with the kept copies 64 ms; docs/performance.md).
 
-Only the forward pass is wrapped, so the weights stay float32 and so does every piece of
-arithmetic done on them outside a forward pass: adding alpha * dW and restoring the weights bit for
-bit, dW extraction, PEFT's merges, exports. What changes is the precision of the activations: a
-bf16 product carries about 3 significant digits, so scores move by bf16 rounding (measured against
+Only the forward pass is changed, so the weights stay float32 and so does every piece of arithmetic
+done on them outside a forward pass: adding alpha * dW and restoring the weights bit for bit, dW
+extraction, PEFT's merges, exports. A kept copy is remade when its weight's storage or version
+counter changes, which every in-place edit of the weight itself does (steering's `copy_`, an
+optimizer step); an edit through `weight.data` does not count as one, so code that edits weights that
+way must call `forget_bf16_weights(model)`. Weights that are being trained (requires_grad) are cast
+at each call, inside the autograd graph. What changes is the precision of the activations: a bf16
+product carries about 3 significant digits, so scores move by bf16 rounding (measured against
 float32 on the embedded model in docs/performance.md). Results made in bf16 are kept apart from
 float32 ones: every stage key holds `compute_key(model)`, which is empty for float32, so runs made
 before this option existed are still found.
@@ -28,13 +32,11 @@ from .errors import WeightsteerError
 
 MATMUL_DTYPES = ("float32", "bfloat16")
 CHOICES = (*MATMUL_DTYPES, "auto")  # auto: bfloat16 where the device has native bf16 products, else float32
-# Autocast casts every weight to bf16 again at every call, which costs about as much as a float32 pass
-# over a few dozen tokens: a decoding step of SmolLM2-135M (one thread) took 190 / 252 / 391 / 546 ms in
-# float32 and 272 / 289 / 301 / 383 ms with bf16 products at 16 / 32 / 64 / 96 rows. So a call on fewer
-# tokens than this (a decoding step of a small batch) runs in float32; a KV cache filled in bf16 is
-# promoted to float32 as such a step appends to it.
-MIN_BF16_TOKENS = 48
+# 2: every product in bf16, with kept weight copies (1: calls on fewer than 48 tokens ran in float32, because
+# autocast's re-cast of every weight made them slower); results of 1 are not reused
+KEY_VERSION = 2
 _ATTRIBUTE = "weightsteer_matmul_dtype"
+_KEPT = "weightsteer_bf16_weight"  # on each linear layer: (the weight it was made from, its version, bf16 copy)
 
 
 def bf16_matmuls_are_fast(device: torch.device) -> bool:
@@ -53,26 +55,48 @@ def set_matmul_dtype(model: torch.nn.Module, dtype: str) -> None:
         dtype = "bfloat16" if bf16_matmuls_are_fast(next(model.parameters()).device) else "float32"
     if dtype == matmul_dtype(model):
         return
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
     if dtype == "float32":
-        del model.forward  # back to the class's own forward
+        del model.forward  # back to the class's own forwards
+        for linear in linears:
+            linear.__dict__.pop("forward", None)
+            linear.__dict__.pop(_KEPT, None)
     else:
         device = next(model.parameters()).device
         if not bf16_matmuls_are_fast(device):
             raise WeightsteerError(f"this {device.type.upper()} has no native bf16 matrix products, so bfloat16 "
                                    "matmuls would be slower than float32: use --matmul-dtype float32")
+        # methods bound to each module (not closures over its forward), so a deepcopy of the model is
+        # rebound to the copy and runs the copy's weights
         model.forward = types.MethodType(_forward_in_bf16, model)
+        for linear in linears:
+            linear.forward = types.MethodType(_linear_with_kept_bf16_weight, linear)
     setattr(model, _ATTRIBUTE, dtype)
 
 
+def forget_bf16_weights(model: torch.nn.Module) -> None:
+    """Drop every kept bf16 weight copy (after editing weights through `.data`, which the copies cannot see)."""
+    for module in model.modules():
+        module.__dict__.pop(_KEPT, None)
+
+
 def _forward_in_bf16(self, *args, **kwargs):
-    # a method bound to the model (not a closure over its forward), so a deepcopy of the model is
-    # rebound to the copy and runs the copy's weights
-    forward = type(self).forward
-    ids = kwargs.get("input_ids", args[0] if args else None)
-    if ids is not None and ids.numel() < MIN_BF16_TOKENS:
-        return forward(self, *args, **kwargs)
     with torch.autocast(next(self.parameters()).device.type, dtype=torch.bfloat16):
-        return forward(self, *args, **kwargs)
+        return type(self).forward(self, *args, **kwargs)
+
+
+def _linear_with_kept_bf16_weight(self, x: torch.Tensor) -> torch.Tensor:
+    weight = self.weight
+    if weight.requires_grad or not torch.is_autocast_enabled(x.device.type):
+        return torch.nn.functional.linear(x, weight, self.bias)  # trained, or called outside the model's forward
+    kept = self.__dict__.get(_KEPT)
+    # the kept source tensor holds its storage alive, so an equal data pointer is the same storage
+    if kept is None or kept[0].data_ptr() != weight.data_ptr() or kept[1] != weight._version:
+        # made outside inference mode (decoding runs in it), so that training can use the copy later
+        with torch.inference_mode(False), torch.no_grad():
+            kept = (weight.detach(), weight._version, weight.detach().to(torch.bfloat16))
+        self.__dict__[_KEPT] = kept
+    return torch.nn.functional.linear(x, kept[2], self.bias)
 
 
 def matmul_dtype(model: torch.nn.Module) -> str:
@@ -81,6 +105,6 @@ def matmul_dtype(model: torch.nn.Module) -> str:
 
 def compute_key(model: torch.nn.Module) -> dict:
     """What a stage key adds for the model's compute precision: nothing for float32 (so keys made before
-    the option existed still match), {"matmuls": "bfloat16"} otherwise."""
+    the option existed still match), {"matmuls": "bfloat16", "version": KEY_VERSION} otherwise."""
     dtype = matmul_dtype(model)
-    return {} if dtype == "float32" else {"matmuls": dtype}
+    return {} if dtype == "float32" else {"matmuls": dtype, "matmuls_version": KEY_VERSION}

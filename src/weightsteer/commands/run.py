@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -189,6 +190,8 @@ def check_tokenizer(tokenizer, benches) -> None:
 def cmd_run(args) -> None:
     from dataclasses import replace
 
+    import torch
+
     from ..across_seeds import showcase_spread
     from ..doses import parse_doses
     from ..locks import folder_lock
@@ -204,6 +207,7 @@ def cmd_run(args) -> None:
     started = time.time()
     model, tokenizer = load_model(args.model, matmul_dtype=args.matmul_dtype)
     check_tokenizer(tokenizer, benches)
+    log(f"[threads] {torch.get_num_threads()} of {os.cpu_count()} cores (OMP_NUM_THREADS to choose)")
     results = {}
     for seed in seeds:  # each seed: its own data, adapters and calibration, in its own folder
         with folder_lock(behaviour_dir(Path(args.out), model, behaviour, seed)):
