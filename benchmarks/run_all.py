@@ -2,6 +2,10 @@
 
     .venv/bin/python benchmarks/run_all.py            # the full run (about 15 minutes on 2 cores)
     .venv/bin/python benchmarks/run_all.py --quick    # small models, a sanity check in a few minutes
+    .venv/bin/python benchmarks/run_all.py --before ../baseline/src   # and the main command, before vs now
+
+With --before, the table is followed by bench_run.py's: the README's main command run by a baseline
+checkout and by this one at the same time (one thread each), stage by stage, with ratios.
 
 Each benchmark runs in its own interpreter, so one benchmark's heap and threads do not colour the
 next one's numbers, and a failure is reported as a row rather than ending the run. The machine's
@@ -18,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import psutil
 from _common import BENCH_DIR, GiB, Row, in_subprocess, log
@@ -54,17 +59,32 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def main_command_table(before: str, work: Path) -> str:
+    """bench_run.py's markdown: the README's main command under `before` and this checkout, as demo.sh runs it."""
+    mmlu = BENCH_DIR.parent.parent / "shared" / "data" / "mmlu"
+    after_args = "--matmul-dtype auto" + (f" --mmlu-dir {mmlu}" if (mmlu / "test.jsonl").exists() else "")
+    proc = subprocess.run([sys.executable, str(BENCH_DIR / "bench_run.py"), "--before", before, "--work", str(work),
+                           "--after-args", after_args], capture_output=True, text=True)
+    if proc.returncode != 0:
+        return f"bench_run.py FAILED: {(proc.stderr or proc.stdout).strip()[-300:]}"
+    return proc.stdout.strip()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small models and few repeats: a sanity run")
     parser.add_argument("--only", nargs="*", help="run only these benchmark modules (e.g. bench_switch)")
     parser.add_argument("--threads", type=int, default=None,
                         help="intra-op threads for every benchmark (default: torch's, one per core)")
+    parser.add_argument("--before", default=None,
+                        help="a baseline checkout's src folder: also run bench_run.py (the main command, baseline "
+                             "vs this checkout, same run) and add its table")
     args = parser.parse_args()
     if args.threads:  # read by torch when each benchmark's interpreter starts
         os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(args.threads)
     command = ("cd /work/main && .venv/bin/python benchmarks/run_all.py" + (" --quick" if args.quick else "")
-               + (f" --threads {args.threads}" if args.threads else ""))
+               + (f" --threads {args.threads}" if args.threads else "") + (f" --before {args.before}" if args.before
+                                                                           else ""))
     started, load_before = time.time(), load_average()
     rows, seconds = [], {}
     with tempfile.TemporaryDirectory(prefix="weightsteer-bench-") as work:
@@ -79,6 +99,11 @@ def main() -> None:
                 rows.append(vars(Row(f"{module} FAILED", "-", str(err)[:120], "-", None, "-", False)))
             seconds[module] = time.time() - t
             log(f"---- {module} took {seconds[module]:.0f} s")
+        if args.before:
+            log(f"---- bench_run: the main command, {args.before} vs this checkout (load {load_average()})")
+            t = time.time()
+            main_command = main_command_table(args.before, Path(work) / "run")
+            seconds["bench_run"] = time.time() - t
     rows.sort(key=lambda r: r["benchmark"].split(" ", 1)[0])  # by benchmark number; stable within one
     total = time.time() - started
     body = table(rows)
@@ -93,7 +118,8 @@ def main() -> None:
         "Models are float32 on CPU. ratio = how many times better ours is than the baseline "
         "(speed: baseline time / ours; memory: baseline / ours; tok/s: ours / baseline); "
         "a row with no target is context. See docs/performance.md for what each row means.", "",
-        body, ""])
+        body, ""] + (["## The main command, before and after (bench_run.py)", "", main_command, ""] if args.before
+                     else []))
     out = BENCH_DIR / "RESULTS.md"
     tmp = out.with_suffix(".md.tmp")
     tmp.write_text(report)
