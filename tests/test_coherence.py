@@ -9,6 +9,7 @@ import torch
 from adapter_helpers import adapter_pair
 
 from weightsteer import chat, coherence
+from weightsteer.decode import stop_token_ids
 from weightsteer.delta import WeightDelta
 from weightsteer.methods import UNSTEERED, WeightSteering
 
@@ -61,7 +62,7 @@ def test_summary_flag_and_cell():
 def test_mean_logliks_equal_a_float64_pass(tiny_llama):
     model, tokenizer = tiny_llama
     prompts = [chat.render(tokenizer, chat.messages(q)) for q in ("Hello there", "What is two plus two?")]
-    replies = [[100, 200, 300], [5, 6, 7, 8, 9]]
+    replies = [[100, 200, 300], [5, 6, 7, 8, 9]]  # prompts and replies of different lengths: padded batches
     got = coherence.mean_logliks(model, tokenizer, prompts, replies)
     reference = copy.deepcopy(model).double()
     for text, reply, value in zip(prompts, replies, got, strict=True):
@@ -77,8 +78,24 @@ def test_continuations_stop_at_eos_and_keep_it(tiny_llama):
     model, tokenizer = tiny_llama
     prompts = [chat.render(tokenizer, chat.messages("Hi"))]
     (tokens, ended), = coherence.continuations(model, tokenizer, prompts, max_new_tokens=6)
-    eos = set(coherence.eos_ids(model, tokenizer))
+    eos = set(stop_token_ids(model, tokenizer))
     assert (ended and tokens[-1] in eos and not eos & set(tokens[:-1])) or (not ended and len(tokens) == 6)
+
+
+def test_continuations_are_transformers_greedy_generate(tiny_llama):
+    """weightsteer's decoding loop against transformers' own generate, one prompt at a time (no padding)."""
+    model, tokenizer = tiny_llama
+    prompts = [chat.render(tokenizer, chat.messages(q)) for q in ("Hi", "Tell me a long story about a dragon", "Why?")]
+    got = coherence.continuations(model, tokenizer, prompts, max_new_tokens=12)
+    eos = set(stop_token_ids(model, tokenizer))
+    for prompt, (tokens, ended) in zip(prompts, got, strict=True):
+        ids = tokenizer(prompt, add_special_tokens=False, return_tensors="pt").input_ids
+        with torch.no_grad():
+            generated = model.generate(ids, max_new_tokens=12, do_sample=False, num_beams=1,
+                                       pad_token_id=tokenizer.pad_token_id)[0, ids.shape[1]:].tolist()
+        cut = next((i for i, t in enumerate(generated) if t in eos), None)
+        assert tokens == (generated if cut is None else generated[:cut + 1])
+        assert ended == (cut is not None)
 
 
 @pytest.mark.slow

@@ -264,7 +264,45 @@ def test_a_write_killed_midway_leaves_no_temporary_after_the_rerun(tmp_path):
     assert temporaries_of(out)  # what SIGKILL leaves: no finally clause ran
     assert run_stage("train pos", out, {"a": 1}, lambda p: p.mkdir(), lambda _: None)
     assert temporaries_of(out) == [] and out.is_dir()
-    assert sorted(p.name for p in out.parent.iterdir()) == [".pos.inputs", "pos"]
+    assert sorted(p.name for p in out.parent.iterdir()) == [".pos.inputs", ".pos.lock", "pos"]
+
+
+SLOW_WRITER = """
+import sys, time
+from pathlib import Path
+from weightsteer.atomic import write_jsonl
+from weightsteer.stages import run_stage
+
+def build(out):
+    Path(sys.argv[2]).write_text("building")
+    time.sleep(1.5)
+    write_jsonl(out, [{"by": "the first process"}])
+
+run_stage("eval mmlu", Path(sys.argv[1]), {"a": 1}, build, print)
+"""
+
+
+def test_a_second_process_waits_for_a_shared_output_and_reuses_it(tmp_path):
+    """Two behaviours' runs share the model's unsteered MMLU rows: the second must not build them
+    again (and remove the first one's temporary), but wait and read the first one's."""
+    from weightsteer.atomic import read_jsonl
+
+    out, ready = tmp_path / "base" / "mmlu.rows.jsonl", tmp_path / "ready"
+    env = {**os.environ, "PYTHONPATH": str(Path(ws.__file__).parents[1])}
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_WRITER, str(out), str(ready)], env=env)
+    try:
+        deadline = time.time() + 60
+        while not ready.exists() and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.02)
+        assert ready.exists(), "the first process never started building"
+        said = []
+        built = run_stage("eval mmlu", out, {"a": 1}, lambda p: p.write_text("{}\n"), said.append)
+    finally:
+        assert proc.wait(timeout=60) == 0
+    assert not built
+    assert said[0] == f"[eval mmlu] waiting for weightsteer process {proc.pid}, which is building {out}"
+    assert said[1].startswith("[eval mmlu] up to date")
+    assert read_jsonl(out) == [{"by": "the first process"}]
 
 
 # ---- 6: similarity refuses an adapter of another base model -----------------------------------

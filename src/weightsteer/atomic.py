@@ -45,7 +45,7 @@ def temporaries_of(path: str | os.PathLike) -> list[Path]:
 
 def remove_stale_temporaries(path: str | os.PathLike) -> None:
     """Remove what a process killed while writing `path` left behind. Call only where no other process
-    can be writing `path` at the same time (a stage about to run, under the run folder's lock)."""
+    can be writing `path` at the same time (a stage about to run, holding locks.output_lock(path))."""
     for tmp in temporaries_of(path):
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 import torch
 
 from . import chat
+from .decode import decode, positions_of, stop_token_ids
 from .evals.stats import mean_ci
 
 NGRAM = 3
@@ -92,42 +93,45 @@ def signals(tokens: list[int], ended: bool, loglik: float) -> dict:
 
 # ---- generating and scoring --------------------------------------------------------------------
 
-def eos_ids(model, tokenizer) -> list[int]:
-    eos = model.generation_config.eos_token_id
-    eos = tokenizer.eos_token_id if eos is None else eos
-    return [eos] if isinstance(eos, int) else list(eos)
-
-
 @torch.inference_mode()
 def continuations(model, tokenizer, prompts: list[str], *, max_new_tokens: int = MAX_NEW_TOKENS,
                   batch_size: int = 16) -> list[tuple[list[int], bool]]:
-    """(token ids up to and including the first EOS, whether an EOS ended it) of each greedy reply."""
-    stops = set(eos_ids(model, tokenizer))
+    """(token ids up to and including the first stop token, whether one ended it) of each greedy reply."""
+    stops = stop_token_ids(model, tokenizer)
     out = []
     for start in range(0, len(prompts), batch_size):
         enc = chat.encode(tokenizer, prompts[start:start + batch_size], model.device)
-        generated = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
-                                   pad_token_id=tokenizer.pad_token_id)
-        for row in generated[:, enc.input_ids.shape[1]:].tolist():
-            cut = next((i for i, t in enumerate(row) if t in stops), None)
-            out.append((row if cut is None else row[:cut + 1], cut is not None))
+        for tokens in decode(model, enc.input_ids, enc.attention_mask, max_new_tokens=max_new_tokens,
+                             stop_ids=stops).tokens:
+            out.append((tokens, bool(tokens) and tokens[-1] in stops))
     return out
 
 
 @torch.inference_mode()
-def mean_logliks(model, tokenizer, prompts: list[str], replies: list[list[int]]) -> list[float]:
-    """Mean per-token log P(reply token | prompt, earlier reply tokens) under the model as it is now,
-    one unpadded float32 pass per reply (a few dozen replies: simplicity over batching)."""
+def mean_logliks(model, tokenizer, prompts: list[str], replies: list[list[int]], batch_size: int = 16) -> list[float]:
+    """Mean per-token log P(reply token | prompt, earlier reply tokens) under the model as it is now:
+    prompt + reply left-padded in batches, positions counted over the real tokens (decode.positions_of),
+    the output head run on the replies' positions only, log-softmax in float32."""
     out = []
-    for text, reply in zip(prompts, replies, strict=True):
-        if not reply:
-            out.append(0.0)
-            continue
-        prompt_ids = tokenizer(text, add_special_tokens=False).input_ids
-        ids = torch.tensor([prompt_ids + reply], device=model.device)
-        logits = model(input_ids=ids, logits_to_keep=len(reply) + 1).logits[0, :-1].float()
-        logp = torch.log_softmax(logits, -1).gather(-1, torch.tensor(reply, device=model.device)[:, None])
-        out.append(float(logp.mean()))
+    for start in range(0, len(prompts), batch_size):
+        rows = [(tokenizer(text, add_special_tokens=False).input_ids, reply)
+                for text, reply in zip(prompts[start:start + batch_size], replies[start:start + batch_size],
+                                       strict=True)]
+        width, keep = max(len(p) + len(r) for p, r in rows), max(len(r) for _, r in rows) + 1
+        ids = torch.full((len(rows), width), tokenizer.pad_token_id, device=model.device)
+        mask = torch.zeros((len(rows), width), dtype=torch.long, device=model.device)
+        for i, (prompt, reply) in enumerate(rows):
+            ids[i, width - len(prompt) - len(reply):] = torch.tensor(prompt + reply)
+            mask[i, width - len(prompt) - len(reply):] = 1
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=positions_of(mask),
+                       logits_to_keep=keep).logits.float()
+        for i, (_, reply) in enumerate(rows):
+            if not reply:
+                out.append(0.0)
+                continue
+            predicting = logits[i, keep - len(reply) - 1:keep - 1]  # the positions before each reply token
+            logp = torch.log_softmax(predicting, -1).gather(-1, torch.tensor(reply, device=model.device)[:, None])
+            out.append(float(logp.mean()))
     return out
 
 

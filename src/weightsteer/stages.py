@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .atomic import remove_stale_temporaries, write_text
+from .locks import output_lock
 
 
 def file_hash(path: Path) -> str:
@@ -69,17 +70,24 @@ def is_fresh(output: Path, inputs: dict) -> bool:
 
 
 def run_stage(name: str, output: Path, inputs: dict, build: Callable[[Path], None], log=print) -> bool:
-    """Build `output` with build(output) unless it is fresh. Returns True when it was built."""
-    reason = staleness(output, inputs)
-    if reason is None:
-        log(f"[{name}] up to date: {output}")
-        return False
-    if reason:
-        log(f"[{name}] rebuilding {output}: {reason}")
-    stamp_path(output).unlink(missing_ok=True)
-    remove_stale_temporaries(output)  # left by a run killed in the middle of writing this output
-    started = time.time()
-    build(output)
-    write_stamp(output, inputs)
+    """Build `output` with build(output) unless it is fresh. Returns True when it was built.
+
+    The check and the build hold the output's lock (locks.output_lock): another process building the
+    same output is waited for, and its result is then found up to date."""
+    def waiting(pid: str) -> None:
+        log(f"[{name}] waiting for weightsteer process {pid}, which is building {output}")
+
+    with output_lock(output, on_wait=waiting):
+        reason = staleness(output, inputs)
+        if reason is None:
+            log(f"[{name}] up to date: {output}")
+            return False
+        if reason:
+            log(f"[{name}] rebuilding {output}: {reason}")
+        stamp_path(output).unlink(missing_ok=True)
+        remove_stale_temporaries(output)  # left by a process killed while writing it (no one else holds the lock)
+        started = time.time()
+        build(output)
+        write_stamp(output, inputs)
     log(f"[{name}] done in {time.time() - started:.0f} s: {output}")
     return True
