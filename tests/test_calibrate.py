@@ -216,6 +216,27 @@ def test_the_neg_search_starts_at_the_pos_alpha(tiny_llama, tmp_path):
     assert abs(results["neg"].kl - 0.1) <= 0.05 * 0.1
 
 
+def test_each_dose_starts_where_the_previous_one_predicts(tiny_llama, tmp_path):
+    from weightsteer.doses import calibrate_doses
+
+    model, tok = tiny_llama
+    untie_head(model)
+    pos, neg = adapter_pair(model, "lora", tmp_path)
+    method = WeightSteering("lora", delta=ws.WeightDelta.from_adapters(model, pos, neg))
+    quiet = dict(log=lambda *a: None)
+    doses = dict(calibrate_doses(model, tok, method, "src", QUESTIONS, tmp_path / "run", (0.05, 0.1, 0.2), **quiet))
+    assert list(doses) == [0.05, 0.1, 0.2]
+    assert doses[0.05]["pos"].history[0][0] == 1.0
+    for previous, dose in ((0.05, 0.1), (0.1, 0.2)):
+        first = doses[dose]["pos"].history[0][0]
+        assert first == pytest.approx(abs(doses[previous]["pos"].coef) * math.sqrt(dose / previous))
+        assert all(r.converged and abs(r.kl - dose) <= 0.05 * dose for r in doses[dose].values())
+    # each dose alone from alpha 1 (the old way) takes more evaluations than the warm starts did
+    cold = {dose: calibrate_both_signs(model, tok, method, target=dose, prompts=QUESTIONS, **quiet)
+            for dose in (0.1, 0.2)}
+    assert sum(doses[d]["pos"].iterations for d in cold) < sum(cold[d]["pos"].iterations for d in cold)
+
+
 def test_prompt_baselines_are_not_calibrated(tiny_llama):
     model, tok = tiny_llama
     with pytest.raises(WeightsteerError, match="no coefficient"):

@@ -269,11 +269,10 @@ def _result_from_json(value: dict) -> CalibrationResult:
 
 
 def calibrate_both_signs(model, tokenizer, method: SteeringMethod, target: float = 1.0, tol: float = 0.05,
-                         prompts: list[str] | None = None, log=print) -> dict[str, CalibrationResult]:
-    """{"pos": +alpha, "neg": -alpha} results, each logged with its convergence. The NEG search
-    starts at the POS alpha when that converged."""
+                         prompts: list[str] | None = None, log=print, start: float = 1.0) -> dict[str, CalibrationResult]:
+    """{"pos": +alpha, "neg": -alpha} results, each logged with its convergence. The POS search starts
+    at |alpha| = start, the NEG search at the POS alpha when that converged."""
     results = {}
-    start = 1.0
     for side, sign in (("pos", 1), ("neg", -1)):
         log(f"[calibrate] {method.name} {side}: target kl_p95 = {target}")
         r = results[side] = calibrate(model, tokenizer, method, target, tol, sign, start=start, prompts=prompts)

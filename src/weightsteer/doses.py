@@ -9,6 +9,7 @@ resumes dose by dose.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from pathlib import Path
 
 from .calibrate import CalibrationResult, calibrate_both_signs, load_calibration, save_calibration
@@ -35,15 +36,32 @@ def dose_dir(folder: Path, target_kl: float) -> Path:
 
 
 def calibrate_dose(model, tokenizer, method, source: str, prompts: list[str], folder: Path, target_kl: float,
-                   tol: float = 0.05, log=print) -> dict[str, CalibrationResult]:
+                   tol: float = 0.05, log=print, start: float = 1.0) -> dict[str, CalibrationResult]:
     """Both signs' coefficients at one dose, as a resumable stage in folder/kl-<dose>/calibration.json.
 
-    `source` is what defines the method (the direction file's hash...): a new direction recalibrates."""
+    `source` is what defines the method (the direction file's hash...): a new direction recalibrates.
+    `start` is where the search begins; any converged result is a valid one, so it is not in the key."""
     path = dose_dir(folder, target_kl) / "calibration.json"
     inputs = {"source": source, "target": target_kl, "tol": tol, "prompts": list(prompts), **compute_key(model)}
     run_stage("calibrate", path, inputs, lambda out: save_calibration(out, calibrate_both_signs(
-        model, tokenizer, method, target_kl, tol, list(prompts), log)), log)
+        model, tokenizer, method, target_kl, tol, list(prompts), log, start=start)), log)
     return load_calibration(path)
+
+
+def calibrate_doses(model, tokenizer, method, source: str, prompts: list[str], folder: Path, doses,
+                    tol: float = 0.05, log=print) -> Iterator[tuple[float, dict[str, CalibrationResult]]]:
+    """(dose, both signs' results) for each dose in turn, each calibrate_dose's resumable stage.
+
+    After the first, each search starts where the previous dose's POS alpha predicts this one's
+    (KL grows about as alpha^2, so alpha * sqrt(dose / previous dose)) rather than at 1: often one
+    or two evaluations instead of a walk from 1."""
+    start, previous = 1.0, None
+    for dose in doses:
+        if previous is not None and previous[1]["pos"].converged and previous[1]["pos"].coef != 0:
+            start = abs(previous[1]["pos"].coef) * math.sqrt(dose / previous[0])
+        results = calibrate_dose(model, tokenizer, method, source, prompts, folder, dose, tol, log, start=start)
+        yield dose, results
+        previous = (dose, results)
 
 
 def calibrations_beside(delta_path) -> dict[float, dict[str, CalibrationResult]]:

@@ -40,7 +40,7 @@ from .baselines.activation import (
 from .behaviours import Behaviour
 from .cost import Cost, CostSettings, write_cost
 from .delta import model_fingerprint
-from .doses import calibrate_dose, dose_dir
+from .doses import calibrate_doses, dose_dir
 from .errors import WeightsteerError
 from .evals import mmlu, si
 from .matmuls import compute_key
@@ -259,13 +259,13 @@ class UnitWork:
         if not method.has_coefficient:
             self.evaluate(unit.method, method, source, root, {}, None)
             return
-        for target_kl in self.s.target_kls:
-            started = time.time()
-            cal = calibrate_dose(self.model, self.tokenizer, method, source,
-                                 self.behaviour.calibration[: self.s.n_calibration], root, target_kl, self.s.tol,
-                                 self.log)
+        started = time.time()
+        for target_kl, cal in calibrate_doses(self.model, self.tokenizer, method, source,
+                                              self.behaviour.calibration[: self.s.n_calibration], root,
+                                              self.s.target_kls, self.s.tol, self.log):
             self.stage_time(unit, f"calibrate kl={target_kl:g}", started)
             self.evaluate(unit.method, method, source, dose_dir(root, target_kl), cal, target_kl)
+            started = time.time()
 
     def run(self, unit: Unit) -> UnitResult:
         """Run one unit; a failure is caught and returned, so one failing unit does not stop the others."""

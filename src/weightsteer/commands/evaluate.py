@@ -12,7 +12,7 @@ from .run import add_max_think
 def cmd_calibrate(args) -> None:
     from ..behaviours import calibration_questions, load_behaviour
     from ..delta import WeightDelta
-    from ..doses import calibrate_dose, dose_dir, parse_doses
+    from ..doses import calibrate_doses, dose_dir, parse_doses
     from ..locks import folder_lock
     from ..methods import WeightSteering
     from ..models import load_model
@@ -26,9 +26,8 @@ def cmd_calibrate(args) -> None:
     method = WeightSteering(delta.meta.get("method", "weight"), delta=delta)
     folder = Path(args.delta).parent
     with folder_lock(folder):
-        for dose in doses:
-            results = calibrate_dose(model, tokenizer, method, file_hash(Path(args.delta)), prompts, folder, dose,
-                                     args.tol, log)
+        for dose, results in calibrate_doses(model, tokenizer, method, file_hash(Path(args.delta)), prompts, folder,
+                                             doses, args.tol, log):
             for side, r in results.items():
                 state = "converged" if r.converged else f"NOT converged ({r.reason})"
                 print(f"kl {dose:g} {side}: alpha {r.coef:+.4g}  kl_p95 {r.kl:.3f}  {r.iterations} evaluations, "

@@ -224,7 +224,7 @@ def cmd_run(args) -> None:
 def run_locked(args, model, tokenizer, behaviour, benches, data, train, doses, cost_settings) -> tuple[Path, dict]:
     """`run` of one seed once it holds its folder's lock; returns the run folder and the showcase."""
     from ..cost import Cost
-    from ..doses import calibrate_dose
+    from ..doses import calibrate_doses
     from ..methods import WeightSteering
     from ..pipeline import behaviour_dir, build_direction
     from ..results import References
@@ -238,7 +238,7 @@ def run_locked(args, model, tokenizer, behaviour, benches, data, train, doses, c
     if doses:
         method = WeightSteering(delta.meta.get("method", "weight"), delta=delta)
         prompts = behaviour.calibration[:N_RUN_CALIBRATION]
-        cals = [calibrate_dose(model, tokenizer, method, source, prompts, run, dose, log=log) for dose in doses]
+        cals = [cal for _, cal in calibrate_doses(model, tokenizer, method, source, prompts, run, doses, log=log)]
         points = sorted([(c[side].coef, c[side].kl) for c in cals for side in ("pos", "neg")] + [(0.0, 0.0)])
         alphas, kls = tuple(a for a, _ in points), tuple(k for _, k in points)
     refs = References(model, tokenizer, args.out, behaviour, log=log)
