@@ -122,6 +122,17 @@ def test_a_shallower_curve_takes_a_secant_step_not_a_bracket():
     assert all(kl < 1.05 for _, kl in result.history)  # approached from one side, never overshot
 
 
+def test_a_saturated_start_comes_down_in_few_evaluations():
+    # the shape measured for a mean_diff activation direction on the embedded model: KL ~ 1700 alpha^2
+    # near zero and saturating near 10 nats, so alpha* ~ 0.024 is 40x below the start
+    def kl(c):
+        return 10 * (1 - math.exp(-170 * c * c))
+
+    result = search(kl, target=1.0, tol=0.05)
+    assert result.converged and result.iterations <= 4
+    assert abs(result.kl - 1.0) <= 0.05
+
+
 def test_illinois_needs_fewer_evaluations_than_bisection():
     def kl(c):  # not a pure power law, so the secant is not exact
         return 0.02 * abs(c) ** 2 + 0.001 * abs(c) ** 3.5

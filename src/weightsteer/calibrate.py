@@ -137,19 +137,51 @@ def p95(values: torch.Tensor) -> float:
 LN2 = math.log(2.0)
 
 
+SMALL_ALPHA_SLOPE = 2.0  # near zero KL grows like alpha^2: the slope of log KL vs log|alpha| there
+MAX_STEP_UP, MAX_STEP_DOWN = 3 * LN2, 6 * LN2  # steps before the bracket: at most x8 up, /64 down
+
+
 def bracket_step(point: tuple[float, float], previous: tuple[float, float] | None, below: bool) -> float:
     """The next step in log|alpha| while the target is not yet bracketed: a Newton step on log KL vs
-    log|alpha| aimed at the target itself. Near zero KL grows like alpha^2, so the first step assumes
-    slope 2; later ones use the slope measured between the last two points (a secant), so a curve
-    that is close to a power law is usually hit within the tolerance on the second or third
-    evaluation. A step is at most a factor 8, so a saturating curve cannot throw it far away."""
-    slope = 2.0
+    log|alpha| aimed at the target itself. The first step assumes the small-alpha slope 2; later
+    ones use the slope measured between the last two points (a secant, kept between 0.5 and 4), so a
+    curve close to a power law is usually hit within the tolerance on the second or third
+    evaluation. A step up is at most a factor 8, so a curve that explodes past the target cannot
+    throw the search far into the broken region; a step down at most a factor 64, because coming
+    down from a saturated curve (an activation direction started at alpha 1 whose alpha* is 0.02)
+    its flat slope asks for a huge step, and landing far below the target is cheap to recover from:
+    there KL follows the small-alpha law and the next step is accurate."""
+    slope = SMALL_ALPHA_SLOPE
     if previous is not None and math.isfinite(point[1]) and math.isfinite(previous[1]) and point[0] != previous[0]:
         slope = min(max((point[1] - previous[1]) / (point[0] - previous[0]), 0.5), 4.0)
     if not math.isfinite(point[1]):
         return LN2 if below else -LN2
     jump = -point[1] / slope
-    return min(jump, 3 * LN2) if below else max(jump, -3 * LN2)
+    return min(jump, MAX_STEP_UP) if below else max(jump, -MAX_STEP_DOWN)
+
+
+def refine_guess(lo: tuple[float, float], last: tuple[float, float], before_last: tuple[float, float],
+                 first: bool) -> float | None:
+    """The next point inside a bracket (log|alpha|), or None for Illinois' own secant of the bracket ends.
+
+    First refinement with the lower end far below the target (KL < target / e): a Newton step from
+    it with the small-alpha slope 2, because the upper end may sit on a saturated part of the curve
+    that makes the bracket's secant useless. Later: the secant through the last two evaluations,
+    which follows the curve's local slope where the bracket's far end no longer says anything."""
+    x_lo, f_lo = lo
+    if first and math.isfinite(f_lo) and f_lo < -1:
+        return x_lo - f_lo / SMALL_ALPHA_SLOPE
+    (x1, f1), (x0, f0) = last, before_last
+    if not first and math.isfinite(f1) and math.isfinite(f0) and f1 != f0 and x1 != x0:
+        return x1 - f1 * (x1 - x0) / (f1 - f0)
+    return None
+
+
+def well_inside(x: float | None, a: float, b: float) -> bool:
+    """Whether x lies inside the bracket [a, b] by more than 1% of its width (else the step would
+    barely shrink it)."""
+    margin = 0.01 * abs(b - a)
+    return x is not None and min(a, b) + margin < x < max(a, b) - margin
 
 
 def search(kl_of: Callable[[float], float], target: float, tol: float = 0.05, sign: int = 1,
@@ -194,15 +226,18 @@ def search(kl_of: Callable[[float], float], target: float, tol: float = 0.05, si
         return finish(True, "converged")
     lo, hi = (previous, point) if point[1] > 0 else (point, previous)
     kept = None  # the side replaced last; a second replacement of the same side halves the other's f
+    last, before_last, first = point, previous, True
     while len(history) < max_iter:
         (x_lo, f_lo), (x_hi, f_hi) = lo, hi
         x = (x_lo + x_hi) / 2
-        if strategy == "illinois" and math.isfinite(f_lo) and math.isfinite(f_hi):
-            secant = (x_lo * f_hi - x_hi * f_lo) / (f_hi - f_lo)
-            margin = 0.01 * abs(x_hi - x_lo)
-            if min(x_lo, x_hi) + margin < secant < max(x_lo, x_hi) - margin:
-                x = secant
+        if strategy == "illinois":
+            guess = refine_guess(lo, last, before_last, first)
+            secant = ((x_lo * f_hi - x_hi * f_lo) / (f_hi - f_lo)
+                      if math.isfinite(f_lo) and math.isfinite(f_hi) else None)
+            x = guess if well_inside(guess, x_lo, x_hi) else secant if well_inside(secant, x_lo, x_hi) else x
+        first = False
         point = evaluate(math.exp(x))
+        before_last, last = last, point
         if hit():
             return finish(True, "converged")
         if point[1] < 0:
