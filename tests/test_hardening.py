@@ -305,6 +305,15 @@ def test_a_second_process_waits_for_a_shared_output_and_reuses_it(tmp_path):
     assert read_jsonl(out) == [{"by": "the first process"}]
 
 
+def test_a_fresh_output_is_read_without_taking_its_lock(tmp_path):
+    """So finished results in a folder this process may not write to (a shared, read-only one) still serve."""
+    out = tmp_path / "rows.jsonl"
+    assert run_stage("eval", out, {"a": 1}, lambda p: p.write_text("{}\n"), lambda _: None)
+    (tmp_path / ".rows.jsonl.lock").unlink()
+    assert not run_stage("eval", out, {"a": 1}, lambda p: p.write_text("{}\n"), lambda _: None)
+    assert not (tmp_path / ".rows.jsonl.lock").exists()
+
+
 # ---- 6: similarity refuses an adapter of another base model -----------------------------------
 
 def test_similarity_refuses_an_adapter_trained_on_another_model(capsys, saved, tiny_llama):

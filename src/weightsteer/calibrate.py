@@ -13,11 +13,13 @@ The search (calibrate) finds |alpha| for one sign with |kl - target| <= tol * ta
 is relative, because targets range over orders of magnitude and a fixed absolute tolerance would be
 loose for small targets and needlessly tight for large ones. It works on log|alpha| vs log KL (near
 zero KL grows as a power of alpha, so that is close to a straight line): from `start` it takes
-Newton/secant steps aimed at the target until it lands within the tolerance or brackets it, then
-refines a bracket with Illinois-modified regula falsi, falling back to bisection when the secant
-point is not well inside the bracket. The second sign starts where the first ended: the two signs'
-KL curves are rarely far apart. It never returns a wrong
-alpha silently: without convergence it returns converged=False, the best point seen and a reason.
+Newton/secant steps aimed at the target until it lands within the tolerance or brackets it (at most
+x8 up, /64 down), then refines the bracket: a Newton step with the small-alpha slope 2 from a lower
+end far below the target, secants through the last two evaluations, Illinois-modified regula falsi
+of the bracket's ends when those fall outside it, bisection when that does too. The second sign
+starts where the first ended, and a second dose where the first predicts (doses.calibrate_doses):
+the curves are rarely far apart. It never returns a wrong alpha silently: without convergence it
+returns converged=False, the best point seen and a reason.
 """
 
 from __future__ import annotations

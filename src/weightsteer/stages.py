@@ -72,13 +72,17 @@ def is_fresh(output: Path, inputs: dict) -> bool:
 def run_stage(name: str, output: Path, inputs: dict, build: Callable[[Path], None], log=print) -> bool:
     """Build `output` with build(output) unless it is fresh. Returns True when it was built.
 
-    The check and the build hold the output's lock (locks.output_lock): another process building the
-    same output is waited for, and its result is then found up to date."""
+    A build holds the output's lock (locks.output_lock): another process building the same output is
+    waited for, and its result is then found up to date. A fresh output is read without the lock, so
+    finished results in a read-only folder still serve."""
     def waiting(pid: str) -> None:
         log(f"[{name}] waiting for weightsteer process {pid}, which is building {output}")
 
+    if staleness(output, inputs) is None:
+        log(f"[{name}] up to date: {output}")
+        return False
     with output_lock(output, on_wait=waiting):
-        reason = staleness(output, inputs)
+        reason = staleness(output, inputs)  # again: another process may have built it while we waited
         if reason is None:
             log(f"[{name}] up to date: {output}")
             return False
