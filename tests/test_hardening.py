@@ -249,18 +249,24 @@ run_stage("train pos", Path(sys.argv[1]), {"a": 1}, build, print)
 """
 
 
-def test_a_write_killed_midway_leaves_no_temporary_after_the_rerun(tmp_path):
-    out, ready = tmp_path / "adapters" / "pos", tmp_path / "ready"
+def start_writer(script: str, out: Path, ready: Path) -> subprocess.Popen:
+    """Run `script` (argv: out, ready) in another process; return once it has written `ready`."""
     env = {**os.environ, "PYTHONPATH": str(Path(ws.__file__).parents[1])}
-    proc = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(out), str(ready)], env=env)
-    try:
-        deadline = time.time() + 60
-        while not ready.exists() and time.time() < deadline and proc.poll() is None:
-            time.sleep(0.05)
-        assert ready.exists(), "the writer never started writing"
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+    proc = subprocess.Popen([sys.executable, "-c", script, str(out), str(ready)], env=env)
+    deadline = time.time() + 60
+    while not ready.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    if not ready.exists():
+        proc.kill()
+        pytest.fail("the other process never started writing")
+    return proc
+
+
+def test_a_write_killed_midway_leaves_no_temporary_after_the_rerun(tmp_path):
+    out = tmp_path / "adapters" / "pos"
+    proc = start_writer(KILLED_WRITER, out, tmp_path / "ready")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
     assert temporaries_of(out)  # what SIGKILL leaves: no finally clause ran
     assert run_stage("train pos", out, {"a": 1}, lambda p: p.mkdir(), lambda _: None)
     assert temporaries_of(out) == [] and out.is_dir()
@@ -287,14 +293,9 @@ def test_a_second_process_waits_for_a_shared_output_and_reuses_it(tmp_path):
     again (and remove the first one's temporary), but wait and read the first one's."""
     from weightsteer.atomic import read_jsonl
 
-    out, ready = tmp_path / "base" / "mmlu.rows.jsonl", tmp_path / "ready"
-    env = {**os.environ, "PYTHONPATH": str(Path(ws.__file__).parents[1])}
-    proc = subprocess.Popen([sys.executable, "-c", SLOW_WRITER, str(out), str(ready)], env=env)
+    out = tmp_path / "base" / "mmlu.rows.jsonl"
+    proc = start_writer(SLOW_WRITER, out, tmp_path / "ready")
     try:
-        deadline = time.time() + 60
-        while not ready.exists() and time.time() < deadline and proc.poll() is None:
-            time.sleep(0.02)
-        assert ready.exists(), "the first process never started building"
         said = []
         built = run_stage("eval mmlu", out, {"a": 1}, lambda p: p.write_text("{}\n"), said.append)
     finally:
