@@ -55,7 +55,8 @@ def set_matmul_dtype(model: torch.nn.Module, dtype: str) -> None:
         dtype = "bfloat16" if bf16_matmuls_are_fast(next(model.parameters()).device) else "float32"
     if dtype == matmul_dtype(model):
         return
-    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    # plain linear layers only: a subclass (a quantized layer, say) has its own forward and weight format
+    linears = [m for m in model.modules() if type(m) is torch.nn.Linear]
     if dtype == "float32":
         del model.forward  # back to the class's own forwards
         for linear in linears:
