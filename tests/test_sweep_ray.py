@@ -20,6 +20,7 @@ import pytest
 from conftest import TINY_MFV_DIR
 
 from weightsteer.cli import main
+from weightsteer.executors.files import is_lock
 from weightsteer.report import build_report
 from weightsteer.tiny import embedded_tokenizer, tiny_model
 
@@ -27,8 +28,7 @@ ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.slow
 
 NOT_REPRODUCIBLE = {"adapter_config.json", ".pos.inputs", ".neg.inputs", ".delta.safetensors.inputs",
-                    "timings.jsonl", "sweep.json",
-                    ".weightsteer.lock"}  # the last holds the pid of the process that wrote the folder
+                    "timings.jsonl", "sweep.json"}
 UNIT_TITLE = b"ray::run_unit_task"  # the process title Ray gives a worker while it runs a unit
 
 
@@ -41,7 +41,8 @@ def sweep_args(model_dir, out, seeds="0,1"):
 
 def outputs(out: Path, seed0_only: bool = False) -> dict[str, bytes]:
     return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*"))
-            if p.is_file() and p.name not in NOT_REPRODUCIBLE and not (seed0_only and "trad_care-seed1" in str(p))}
+            if p.is_file() and p.name not in NOT_REPRODUCIBLE and not is_lock(p)  # each process's own
+            and not (seed0_only and "trad_care-seed1" in str(p))}
 
 
 def tables(out: Path, to: Path) -> str:

@@ -36,6 +36,8 @@ def test_files_round_trip_and_outputs_land_atomically_with_stamps_last(tmp_path,
     (run / "data.jsonl").write_text("{}\n")
     (run / "m" / ".x.1234.tmp").mkdir()  # atomic_path's scratch of a killed writer: never shipped
     (run / "m" / ".x.1234.tmp" / "x").write_text("half")
+    (run / "m" / "adapters" / ".pos.lock").write_text("1234")  # a process's own lock: never shipped
+    (run / ".weightsteer.lock").write_text("1234")
     shipped = pack(run, [run / "m", run / "data.jsonl", run / "missing.json"])
     assert set(shipped) == {"m/adapters/pos/old.bin", "m/adapters/.pos.inputs", "data.jsonl"}
 

@@ -27,6 +27,11 @@ def is_temporary(path: Path) -> bool:
     return any(part.startswith(".") and part.endswith(".tmp") for part in path.parts)
 
 
+def is_lock(path: Path) -> bool:
+    """A lock file (locks.py: .weightsteer.lock, .<output>.lock): each process's own, never moved."""
+    return path.name.startswith(".") and path.name.endswith(".lock")
+
+
 def pack(root: Path, paths) -> dict[str, bytes]:
     """Every file under each of `paths` (files or folders under root), keyed by path relative to root."""
     root = Path(root)
@@ -36,7 +41,7 @@ def pack(root: Path, paths) -> dict[str, bytes]:
         found = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path] if path.is_file() else []
         for f in found:
             rel = f.relative_to(root)
-            if not is_temporary(rel):
+            if not is_temporary(rel) and not is_lock(rel):
                 files[str(rel)] = f.read_bytes()
     return files
 
