@@ -1,10 +1,11 @@
 """The ray executor on a local Ray instance of 2 CPUs, against the local executor on the same settings.
 
-Both executors run the same unit code on the same model (float32 on CPU, one thread per unit), so
-every file a unit makes is byte-identical, except what is not reproducible between two processes
-either way: PEFT's adapter_config.json lists its target modules in set order (it varies with
-Python's hash seed), hence the stamps that hash the adapter folders (theirs, and the dW stage's);
-the wall times in timings.jsonl and sweep.json; and the lock file, which holds the writer's pid.
+Both executors run the same unit code on the same model (float32 on CPU, one thread everywhere: a
+float sum taken in another order by another thread count changes the last bits of a row), so every
+file a unit makes is byte-identical, except what is not reproducible between two processes either
+way: PEFT's adapter_config.json lists its target modules in set order (it varies with Python's hash
+seed), hence the stamps that hash the adapter folders (theirs, and the dW stage's); the wall times
+in timings.jsonl and sweep.json; and the lock files, each process's own (they hold its pid).
 """
 
 import json
@@ -17,6 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import TINY_MFV_DIR
 
 from weightsteer.cli import main
@@ -76,6 +78,18 @@ class WorkerKiller(threading.Thread):
                     os.kill(pids[0], signal.SIGKILL)
                     self.killed.append(pids[0])
             time.sleep(0.1)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One thread in this process too, as Ray gives each unit (the command line would otherwise take
+    every idle core)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("OMP_NUM_THREADS", "1")
+        before = torch.get_num_threads()
+        torch.set_num_threads(1)
+        yield
+        torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
