@@ -24,9 +24,7 @@ def logits(model) -> torch.Tensor:
 
 def float64_logits(model) -> torch.Tensor:
     """An independent reference: the same weights in float64, the class's own forward."""
-    reference = copy.deepcopy(model)
-    matmuls.set_matmul_dtype(reference, "float32")
-    return logits(reference.double())
+    return float64_logits_of(model, TOKENS)[0]
 
 
 @needs_bf16
@@ -175,6 +173,7 @@ def test_an_adapter_trains_after_decoding_made_the_kept_copies(tiny_qwen3, tmp_p
 
 
 def float64_logits_of(model, ids) -> torch.Tensor:
+    """float64_logits for any token ids."""
     reference = copy.deepcopy(model)
     matmuls.set_matmul_dtype(reference, "float32")
     return logits_of(reference.double(), ids).double()

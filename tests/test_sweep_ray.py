@@ -22,7 +22,7 @@ import torch
 from conftest import TINY_MFV_DIR
 
 from weightsteer.cli import main
-from weightsteer.executors.files import is_lock
+from weightsteer.locks import is_lock_file
 from weightsteer.report import build_report
 from weightsteer.tiny import embedded_tokenizer, tiny_model
 
@@ -43,7 +43,7 @@ def sweep_args(model_dir, out, seeds="0,1"):
 
 def outputs(out: Path, seed0_only: bool = False) -> dict[str, bytes]:
     return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*"))
-            if p.is_file() and p.name not in NOT_REPRODUCIBLE and not is_lock(p)  # each process's own
+            if p.is_file() and p.name not in NOT_REPRODUCIBLE and not is_lock_file(p)  # each process's own
             and not (seed0_only and "trad_care-seed1" in str(p))}
 
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 import torch
 
 from . import chat
-from .decode import decode, positions_of, stop_token_ids
+from .decode import decode, left_padded, positions_of, stop_token_ids
 from .evals.stats import mean_ci
 
 NGRAM = 3
@@ -117,12 +117,8 @@ def mean_logliks(model, tokenizer, prompts: list[str], replies: list[list[int]],
         rows = [(tokenizer(text, add_special_tokens=False).input_ids, reply)
                 for text, reply in zip(prompts[start:start + batch_size], replies[start:start + batch_size],
                                        strict=True)]
-        width, keep = max(len(p) + len(r) for p, r in rows), max(len(r) for _, r in rows) + 1
-        ids = torch.full((len(rows), width), tokenizer.pad_token_id, device=model.device)
-        mask = torch.zeros((len(rows), width), dtype=torch.long, device=model.device)
-        for i, (prompt, reply) in enumerate(rows):
-            ids[i, width - len(prompt) - len(reply):] = torch.tensor(prompt + reply)
-            mask[i, width - len(prompt) - len(reply):] = 1
+        keep = max(len(r) for _, r in rows) + 1
+        ids, mask = left_padded([prompt + reply for prompt, reply in rows], tokenizer.pad_token_id, model.device)
         logits = model(input_ids=ids, attention_mask=mask, position_ids=positions_of(mask),
                        logits_to_keep=keep).logits.float()
         for i, (_, reply) in enumerate(rows):

@@ -41,6 +41,18 @@ def stop_token_ids(model, tokenizer) -> list[int]:
     return [eos] if isinstance(eos, int) else list(eos)
 
 
+def left_padded(token_lists: list[list[int]], pad_id: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask) of token lists padded on the left to the longest (the padding masked)."""
+    width = max(len(tokens) for tokens in token_lists)
+    ids = torch.full((len(token_lists), width), pad_id, device=device)
+    mask = torch.zeros((len(token_lists), width), dtype=torch.long, device=device)
+    for row, tokens in enumerate(token_lists):
+        if tokens:
+            ids[row, width - len(tokens):] = torch.tensor(tokens, device=device)
+            mask[row, width - len(tokens):] = 1
+    return ids, mask
+
+
 def positions_of(mask: torch.Tensor) -> torch.Tensor:
     """Position ids counted over the real tokens of a left-padded batch (padding gets 0)."""
     return (mask.cumsum(-1) - 1).clamp_min(0)

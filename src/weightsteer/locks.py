@@ -20,6 +20,13 @@ from pathlib import Path
 from .errors import WeightsteerError
 
 LOCK_NAME = ".weightsteer.lock"
+LOCK_SUFFIX = ".lock"
+
+
+def is_lock_file(path: str | os.PathLike) -> bool:
+    """A folder's or an output's lock file: each process's own, never an output to copy or compare."""
+    name = Path(path).name
+    return name.startswith(".") and name.endswith(LOCK_SUFFIX)
 
 
 def _lock_fd(path: Path) -> int:
@@ -59,7 +66,7 @@ def output_lock(output: str | os.PathLike, on_wait=None) -> Iterator[Path]:
     """Hold the lock of one stage output (.<name>.lock beside it) for the block, waiting while another
     process holds it; on_wait(pid) is called once before waiting."""
     output = Path(output)
-    fd = _lock_fd(output.parent / f".{output.name}.lock")
+    fd = _lock_fd(output.parent / f".{output.name}{LOCK_SUFFIX}")
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

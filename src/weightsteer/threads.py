@@ -46,8 +46,8 @@ def busy_cores(cores: int, seconds: float = SAMPLE_SECONDS) -> tuple[float, str]
         time.sleep(seconds)
         after = _cpu_times()
         if after is not None and after[1] > before[1]:
-            idle, total = after[0] - before[0], after[1] - before[1]
-            return cores * (1 - idle / total), f"{cores * (1 - idle / total):.1f} cores busy"
+            busy = cores * (1 - (after[0] - before[0]) / (after[1] - before[1]))
+            return busy, f"{busy:.1f} cores busy"
     if hasattr(os, "getloadavg"):
         load = os.getloadavg()[0]
         return load, f"load average {load:.1f}"

@@ -33,7 +33,7 @@ from transformers import DynamicCache
 
 from .. import chat
 from ..decode import BATCH as DECODE_BATCH
-from ..decode import decode, stop_token_ids
+from ..decode import decode, left_padded, stop_token_ids
 from ..errors import WeightsteerError
 from ..hub import hub_problem
 from ..jsonl import jsonl_rows
@@ -153,14 +153,8 @@ def next_token_logprobs(model, tokenizer, prompts: Sequence[str], token_sets: Se
     with tqdm(total=len(prompts), desc=desc, disable=not progress) as bar:
         for start in range(0, len(order), batch_size):
             batch = order[start:start + batch_size]
-            width = max(len(ids[i]) - n for i in batch)
-            input_ids = torch.full((len(batch), width), tokenizer.pad_token_id, device=device)
-            mask = torch.zeros((len(batch), n + width), dtype=torch.long, device=device)
-            mask[:, :n] = 1
-            for row, i in enumerate(batch):
-                own = ids[i][n:]
-                input_ids[row, width - len(own):] = torch.tensor(own, device=device)
-                mask[row, n + width - len(own):] = 1
+            input_ids, own_mask = left_padded([ids[i][n:] for i in batch], tokenizer.pad_token_id, device)
+            mask = torch.cat([own_mask.new_ones(len(batch), n), own_mask], 1)
             positions = (mask.cumsum(-1) - 1)[:, n:].clamp(min=0)
             cache = None
             if prefix_cache is not None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..atomic import atomic_path
+from ..locks import is_lock_file
 
 STAMP_SUFFIX = ".inputs"  # stages.stamp_path: .<output name>.inputs beside the output
 
@@ -27,11 +28,6 @@ def is_temporary(path: Path) -> bool:
     return any(part.startswith(".") and part.endswith(".tmp") for part in path.parts)
 
 
-def is_lock(path: Path) -> bool:
-    """A lock file (locks.py: .weightsteer.lock, .<output>.lock): each process's own, never moved."""
-    return path.name.startswith(".") and path.name.endswith(".lock")
-
-
 def pack(root: Path, paths) -> dict[str, bytes]:
     """Every file under each of `paths` (files or folders under root), keyed by path relative to root."""
     root = Path(root)
@@ -41,7 +37,7 @@ def pack(root: Path, paths) -> dict[str, bytes]:
         found = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path] if path.is_file() else []
         for f in found:
             rel = f.relative_to(root)
-            if not is_temporary(rel) and not is_lock(rel):
+            if not is_temporary(rel) and not is_lock_file(rel):
                 files[str(rel)] = f.read_bytes()
     return files
 
