@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 from test_calibrate import untie_head
+from transformers.cache_utils import DynamicLayer
 
 from weightsteer import chat
-from weightsteer.decode import decode, positions_of
+from weightsteer.decode import ReservedLayer, decode, positions_of, sample_rows
 
 PROMPTS = ["Hi.", "What is the capital of France, and why is it there?", "Tell me a story about a cat.",
            "Why?", "Explain how a bicycle stays upright while it moves forward at speed."]
@@ -117,3 +118,36 @@ def test_greedy_continuations_stop_where_a_stop_string_appears(model_tok):
                              pad_token_id=tokenizer.pad_token_id)
         expected = tokenizer.decode(out[0, enc.input_ids.shape[1]:], skip_special_tokens=True)
         assert cut == expected.split(stop)[0] == reply.split(stop)[0]
+
+
+def test_sampled_rows_follow_a_numpy_inverse_cdf():
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(40, 500, generator=gen) * 4
+    seeds = list(range(40))
+    picks = sample_rows(logits, 0.7, [torch.Generator().manual_seed(s) for s in seeds])
+    for row, seed, pick in zip(logits.double().numpy(), seeds, picks.tolist(), strict=True):
+        p = np.exp((row - row.max()) / 0.7)
+        cdf = np.cumsum(p / p.sum())
+        u = torch.rand(1, generator=torch.Generator().manual_seed(seed), dtype=torch.float64).item()
+        assert pick == min(np.searchsorted(cdf, u * cdf[-1], side="right"), len(cdf) - 1)
+
+
+def test_reserved_layer_holds_what_transformers_dynamic_layer_holds():
+    """Updates past the reserved room (the buffer grows) and rows dropped between updates."""
+    gen = torch.Generator().manual_seed(0)
+    reserved, dynamic = ReservedLayer(reserve=3), DynamicLayer()
+
+    def step(n_rows: int, n_tokens: int) -> None:
+        k, v = (torch.randn(n_rows, 2, n_tokens, 4, generator=gen) for _ in range(2))
+        got, expected = reserved.update(k, v), dynamic.update(k, v)
+        for a, b in zip(got, expected, strict=True):
+            assert torch.equal(a, b)
+
+    step(5, 4)
+    for _ in range(5):  # past the 3 reserved tokens
+        step(5, 1)
+    for layer in (reserved, dynamic):
+        layer.batch_select_indices(torch.tensor([0, 2, 3]))
+    step(3, 2)
+    assert reserved.get_seq_length() == dynamic.get_seq_length() == 11
+    assert reserved.buffers[0].shape[-2] >= 11

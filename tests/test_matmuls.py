@@ -80,6 +80,37 @@ def test_an_adapter_trains_through_the_bf16_forward(tiny_qwen3, tmp_path):
     assert grads and all(g is not None and g.dtype == torch.float32 and torch.isfinite(g).all() for g in grads)
 
 
+def lora_gradients(model, batch) -> list[torch.Tensor]:
+    """The gradients of a fresh, seeded LoRA's weights after one reply loss on `batch`."""
+    from peft import LoraConfig, get_peft_model
+
+    from weightsteer.train import reply_loss
+
+    torch.manual_seed(0)
+    peft_model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    with matmuls.training_attention(model):
+        reply_loss(peft_model, batch).backward()
+    return [p.grad.double().flatten() for n, p in peft_model.named_parameters() if p.requires_grad]
+
+
+@needs_bf16
+def test_bf16_training_gradients_are_bf16_close_to_float64(tiny_qwen3):
+    """Training with bf16 products takes the plain attention kernel (training_attention): its gradients,
+    on right-padded rows of different lengths, match a float64 pass of the same weights within bf16
+    rounding."""
+    from weightsteer.train import collate
+
+    model, _ = tiny_qwen3
+    ids = TOKENS[0].tolist()
+    batch = collate([(ids[:40], [-100] * 20 + ids[20:40]), (ids[:64], [-100] * 30 + ids[30:64])], pad_id=0)
+    reference = copy.deepcopy(model).double()
+    matmuls.set_matmul_dtype(model, "bfloat16")
+    got, expected = lora_gradients(model, batch), lora_gradients(reference, batch)
+    for g, e in zip(got, expected, strict=True):
+        assert torch.nn.functional.cosine_similarity(g, e, dim=0) > 0.99
+        assert (g - e).norm() < 0.05 * e.norm()
+
+
 @needs_bf16
 def test_rows_made_with_bf16_matmuls_are_kept_apart_from_float32_rows(tiny_qwen3, tmp_path):
     model, tokenizer = tiny_qwen3

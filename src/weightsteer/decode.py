@@ -11,6 +11,9 @@ lever, and three details make them safe and cheap:
   answers stop costing compute.
 - The log-probabilities of every generated token's distribution can be kept: iso-KL calibration
   reads the steered distributions from here instead of running a second, teacher-forced pass.
+- The KV cache reserves room for every token the loop can add (ReservedLayer), so a step writes its
+  keys and values in place; transformers' dynamic cache concatenates, copying the whole cache at
+  every step (an eighth of a sampling batch's time on the embedded model).
 
 Prompts are left-padded (chat.encode) and get explicit position ids counted over their real
 tokens, so a padded prompt is decoded as it would be alone.
@@ -23,6 +26,7 @@ from dataclasses import dataclass
 
 import torch
 from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer
 
 BATCH = 64  # rows per decoding batch where the caller has no reason to choose: a step of a small model
 #             on a CPU costs about twice as much for 64 rows as for 16 (it is bound by reading the weights)
@@ -59,12 +63,72 @@ def positions_of(mask: torch.Tensor) -> torch.Tensor:
 
 
 def sample_rows(logits: torch.Tensor, temperature: float, generators: list[torch.Generator]) -> torch.Tensor:
-    """One token per row from softmax(logits / temperature), each row with its own generator."""
-    probs = torch.softmax(logits.double() / temperature, -1)
-    cdf = probs.cumsum(-1)
-    u = torch.cat([torch.rand(1, generator=g, dtype=torch.float64) for g in generators]).to(cdf.device)
-    picks = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True)[:, 0]
-    return picks.clamp_max(logits.shape[-1] - 1)
+    """One token per row from softmax(logits / temperature), each row with its own generator: the first
+    token whose float64 cumulative probability exceeds u times the total, for one uniform u per row.
+
+    Row by row: the same arithmetic as on the whole batch at once (each row's softmax and cumulative
+    sum are computed alone either way), about three times faster for a batch of 80 rows of a 49k
+    vocabulary, whose float64 copies do not fit in the cache."""
+    picks = []
+    for row, generator in zip(logits, generators, strict=True):
+        cdf = torch.softmax(row.double() / temperature, -1).cumsum(-1)
+        u = torch.rand(1, generator=generator, dtype=torch.float64).to(cdf.device)
+        picks.append(torch.searchsorted(cdf, u * cdf[-1:], right=True))
+    return torch.cat(picks).clamp_max(logits.shape[-1] - 1)
+
+
+class ReservedLayer(DynamicLayer):
+    """A dynamic cache layer that keeps its keys and values in a buffer with room for `reserve` more
+    tokens than the first update brings, and writes each later update in place (growing by doubling
+    if a caller adds more than it reserved). `keys` and `values` are views of the filled part."""
+
+    def __init__(self, reserve: int):
+        super().__init__()
+        self.reserve = reserve
+        self.buffers: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        length = self.get_seq_length()
+        end = length + key_states.shape[-2]
+        if self.buffers is None or end > self.buffers[0].shape[-2]:
+            capacity = end + self.reserve if self.buffers is None else max(end, 2 * self.buffers[0].shape[-2])
+            self.buffers = tuple(self._grown(old, new, capacity) for old, new in
+                                 zip((self.keys, self.values), (key_states, value_states), strict=True))
+            self.device, self.is_initialized = key_states.device, True
+        for buffer, new in zip(self.buffers, (key_states, value_states), strict=True):
+            buffer[..., length:end, :] = new
+        self.keys, self.values = (buffer[..., :end, :] for buffer in self.buffers)
+        return self.keys, self.values
+
+    def _grown(self, old: torch.Tensor | None, new: torch.Tensor, capacity: int) -> torch.Tensor:
+        buffer = new.new_empty((*new.shape[:-2], capacity, new.shape[-1]))
+        if old is not None and old.numel():
+            buffer[..., :old.shape[-2], :] = old
+        return buffer
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        if self.buffers is not None:
+            self.buffers = tuple(buffer[indices] for buffer in self.buffers)
+            length = self.keys.shape[-2]
+            self.keys, self.values = (buffer[..., :length, :] for buffer in self.buffers)
+
+    def reset(self) -> None:
+        self.buffers = None
+        super().reset()
+
+    def crop(self, tokens_to_remove: int) -> None:
+        raise NotImplementedError("a ReservedLayer is not cropped: decode never does it")
+
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        raise NotImplementedError("a ReservedLayer is not repeated: decode never does it")
+
+
+def reserved_cache(model, reserve: int) -> DynamicCache:
+    """A dynamic cache whose plain layers reserve room for `reserve` tokens after the prompt (others,
+    such as sliding-window layers, stay as transformers makes them)."""
+    cache = DynamicCache(config=model.config)
+    cache.layers = [ReservedLayer(reserve) if type(layer) is DynamicLayer else layer for layer in cache.layers]
+    return cache
 
 
 @torch.inference_mode()
@@ -87,7 +151,7 @@ def decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, max_
     rows = torch.arange(n)  # the original index of each row still in the batch
     mask = attention_mask
     positions = positions_of(mask)[:, -1:]
-    cache = DynamicCache(config=model.config)
+    cache = reserved_cache(model, max_new_tokens)
     logits = model(input_ids=input_ids, attention_mask=mask, position_ids=positions_of(mask),
                    cache=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
     for step in range(max_new_tokens):

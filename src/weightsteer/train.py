@@ -19,6 +19,7 @@ from .adapters import (
     target_module_names,
 )
 from .atomic import atomic_path, json_text
+from .matmuls import training_attention
 
 IGNORE = -100
 
@@ -128,19 +129,20 @@ def train_adapter(model, tokenizer, rows: list[dict], out_dir, cfg: TrainConfig,
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(cfg, step))
         batches = batch_order(len(examples), cfg.steps * cfg.grad_accum, cfg.batch_size, cfg.seed)
         bar = tqdm(range(cfg.steps), desc=desc, unit="step")
-        for step in bar:
-            step_loss = 0.0
-            for indices in batches[step * cfg.grad_accum:(step + 1) * cfg.grad_accum]:
-                batch = collate([examples[i] for i in indices], tokenizer.pad_token_id)
-                loss = reply_loss(peft_model, {k: v.to(device) for k, v in batch.items()}) / cfg.grad_accum
-                loss.backward()
-                step_loss += loss.item()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            losses.append(step_loss)
-            bar.set_postfix(loss=f"{losses[-1]:.3f}")
+        with training_attention(model):
+            for step in bar:
+                step_loss = 0.0
+                for indices in batches[step * cfg.grad_accum:(step + 1) * cfg.grad_accum]:
+                    batch = collate([examples[i] for i in indices], tokenizer.pad_token_id)
+                    loss = reply_loss(peft_model, {k: v.to(device) for k, v in batch.items()}) / cfg.grad_accum
+                    loss.backward()
+                    step_loss += loss.item()
+                torch.nn.utils.clip_grad_norm_(params, 1.0)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                losses.append(step_loss)
+                bar.set_postfix(loss=f"{losses[-1]:.3f}")
         peft_model.eval()
         with atomic_path(out_dir) as tmp:
             peft_model.save_pretrained(tmp)
