@@ -168,12 +168,31 @@ def test_saturating_kl_is_reported_not_bracketed():
     assert result.kl == pytest.approx(0.5 * largest / (1 + largest))
 
 
-def test_a_jump_across_the_target_uses_max_iter_and_says_so():
-    result = search(lambda c: 0.5 if c < 1.3 else 2.0, target=1.0, max_iter=10)
+def test_a_jump_across_the_target_ends_the_search_and_says_where():
+    result = search(lambda c: 0.5 if c < 1.3 else 2.0, target=1.0, max_iter=12)
     assert not result.converged
-    assert result.iterations == 10
-    assert "bracketed between" in result.reason
+    assert result.iterations < 12
+    assert "jumps across the target" in result.reason
+    below = max(c for c, kl in result.history if kl == 0.5)
+    above = min(c for c, kl in result.history if kl == 2.0)
+    assert below < 1.3 <= above < 1.01 * below
+    assert f"{below:.6g}" in result.reason and f"{above:.6g}" in result.reason
     assert result.kl in (0.5, 2.0)
+
+
+@pytest.mark.parametrize("strategy", ["illinois", "bisection"])
+def test_a_steep_smooth_curve_is_still_calibrated(strategy):
+    """Slope 8 in log KL vs log alpha (four times the small-alpha law): the band is 1.2% of alpha wide."""
+    result = search(lambda c: (c / 1.7) ** 8, target=1.0, strategy=strategy, max_iter=20)
+    assert result.converged
+    assert abs(result.kl - 1.0) <= 0.05
+
+
+def test_the_iterations_run_out_before_a_bracket_narrows_to_a_jump():
+    result = search(lambda c: 0.5 if c < 1.3 else 2.0, target=1.0, max_iter=3)
+    assert not result.converged
+    assert result.iterations == 3
+    assert "bracketed between" in result.reason
 
 
 def test_broken_model_kl_counts_as_too_far():

@@ -16,9 +16,10 @@ zero KL grows as a power of alpha, so that is close to a straight line): from `s
 Newton/secant steps aimed at the target until it lands within the tolerance or brackets it (at most
 x8 up, /64 down), then refines the bracket: a Newton step with the small-alpha slope 2 from a lower
 end far below the target, secants through the last two evaluations, Illinois-modified regula falsi
-of the bracket's ends when those fall outside it, bisection when that does too. The second sign
-starts where the first ended, and a second dose where the first predicts (doses.calibrate_doses):
-the curves are rarely far apart. It never returns a wrong alpha silently: without convergence it
+of the bracket's ends when those fall outside it, bisection when that does too. A bracket that
+shrinks below 1% of alpha with both ends still outside the band is a jump of KL across it (a greedy
+token flips) and ends the search. The second sign starts where the first ended, and a second dose
+where the first predicts (doses.calibrate_doses): the curves are rarely far apart. It never returns a wrong alpha silently: without convergence it
 returns converged=False, the best point seen and a reason.
 """
 
@@ -140,6 +141,11 @@ LN2 = math.log(2.0)
 
 
 SMALL_ALPHA_SLOPE = 2.0  # near zero KL grows like alpha^2: the slope of log KL vs log|alpha| there
+# A bracket narrower than this in log|alpha| (1% of alpha) whose ends are both outside the tolerance band
+# means KL jumps across the band there: a smooth curve would need a slope near 10 (five times the small-alpha
+# law) to cross the whole band within it. kl_p95 does jump where a greedy token flips (a random ia3 dW of the
+# embedded model: 0.925 at |alpha| 1.58136, 1.089 at 1.58152), and no further evaluation lands inside.
+MIN_BRACKET = 0.01
 MAX_STEP_UP, MAX_STEP_DOWN = 3 * LN2, 6 * LN2  # steps before the bracket: at most x8 up, /64 down
 
 
@@ -227,10 +233,16 @@ def search(kl_of: Callable[[float], float], target: float, tol: float = 0.05, si
     if hit():
         return finish(True, "converged")
     lo, hi = (previous, point) if point[1] > 0 else (point, previous)
+    ends = lo, hi  # the bracket's ends as measured (Illinois halves the f of a kept end in lo / hi)
     kept = None  # the side replaced last; a second replacement of the same side halves the other's f
     last, before_last, first = point, previous, True
     while len(history) < max_iter:
         (x_lo, f_lo), (x_hi, f_hi) = lo, hi
+        if abs(x_hi - x_lo) < MIN_BRACKET:
+            (a, kl_a), (b, kl_b) = ((math.exp(x), target * math.exp(f)) for x, f in ends)
+            return finish(False, f"KL jumps across the target {target:g} +-{tol:.0%} between |alpha| {a:.6g} "
+                                 f"(kl {kl_a:.4g}) and {b:.6g} (kl {kl_b:.4g}), within 1% of alpha (kl_p95 jumps where a "
+                                 "greedy token flips): no alpha reaches the band; the closest point is returned")
         x = (x_lo + x_hi) / 2
         if strategy == "illinois":
             guess = refine_guess(lo, last, before_last, first)
@@ -245,11 +257,11 @@ def search(kl_of: Callable[[float], float], target: float, tol: float = 0.05, si
         if point[1] < 0:
             if kept == "lo":
                 hi = (x_hi, f_hi / 2)
-            lo, kept = point, "lo"
+            lo, kept, ends = point, "lo", (point, ends[1])
         else:
             if kept == "hi":
                 lo = (x_lo, f_lo / 2)
-            hi, kept = point, "hi"
+            hi, kept, ends = point, "hi", (ends[0], point)
     return finish(False, f"max_iter={max_iter} evaluations used; target bracketed between |alpha| "
                          f"{math.exp(min(lo[0], hi[0])):.4g} and {math.exp(max(lo[0], hi[0])):.4g}")
 
