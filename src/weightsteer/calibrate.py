@@ -19,8 +19,9 @@ end far below the target, secants through the last two evaluations, Illinois-mod
 of the bracket's ends when those fall outside it, bisection when that does too. A bracket that
 shrinks below 1% of alpha with both ends still outside the band is a jump of KL across it (a greedy
 token flips) and ends the search. The second sign starts where the first ended, and a second dose
-where the first predicts (doses.calibrate_doses): the curves are rarely far apart. It never returns a wrong alpha silently: without convergence it
-returns converged=False, the best point seen and a reason.
+where the first predicts (doses.calibrate_doses): the curves are rarely far apart. It never returns
+a wrong alpha silently: without convergence it returns converged=False, the best point seen and a
+reason.
 """
 
 from __future__ import annotations
@@ -241,8 +242,9 @@ def search(kl_of: Callable[[float], float], target: float, tol: float = 0.05, si
         if abs(x_hi - x_lo) < MIN_BRACKET:
             (a, kl_a), (b, kl_b) = ((math.exp(x), target * math.exp(f)) for x, f in ends)
             return finish(False, f"KL jumps across the target {target:g} +-{tol:.0%} between |alpha| {a:.6g} "
-                                 f"(kl {kl_a:.4g}) and {b:.6g} (kl {kl_b:.4g}), within 1% of alpha (kl_p95 jumps where a "
-                                 "greedy token flips): no alpha reaches the band; the closest point is returned")
+                                 f"(kl {kl_a:.4g}) and {b:.6g} (kl {kl_b:.4g}), less than 1% of alpha apart (most "
+                                 "likely a greedy token flips there): no alpha reaches the band; the closest point "
+                                 "is returned")
         x = (x_lo + x_hi) / 2
         if strategy == "illinois":
             guess = refine_guess(lo, last, before_last, first)
