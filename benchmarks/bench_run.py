@@ -66,8 +66,9 @@ def run_version(src: Path, behaviours: list[str], work: Path, threads: int, resu
 
 
 def row(name: str, before: float, after: float, unit: str = "s", target: str = "") -> str:
-    ratio = before / after if after else float("nan")
-    return f"| {name} | {before:.1f} {unit} | {after:.1f} {unit} | {ratio:.2f}x | {target} |"
+    """A table row; no ratio where either side is 0 (a stage one version does not have, or under 1 s)."""
+    ratio = f"{before / after:.2f}x" if before and after else "-"
+    return f"| {name} | {before:.1f} {unit} | {after:.1f} {unit} | {ratio} | {target} |"
 
 
 def main() -> None:

@@ -80,17 +80,21 @@ def test_an_adapter_trains_through_the_bf16_forward(tiny_qwen3, tmp_path):
     assert grads and all(g is not None and g.dtype == torch.float32 and torch.isfinite(g).all() for g in grads)
 
 
-def lora_gradients(model, batch) -> list[torch.Tensor]:
-    """The gradients of a fresh, seeded LoRA's weights after one reply loss on `batch`."""
+def lora_gradients(model, batch, attention=None) -> list[torch.Tensor]:
+    """The gradients of a fresh, seeded LoRA's weights after one reply loss on `batch`, with the attention
+    kernel training uses (or the `attention` context given)."""
     from peft import LoraConfig, get_peft_model
 
     from weightsteer.train import reply_loss
 
     torch.manual_seed(0)
     peft_model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
-    with matmuls.training_attention(model):
-        reply_loss(peft_model, batch).backward()
-    return [p.grad.double().flatten() for n, p in peft_model.named_parameters() if p.requires_grad]
+    try:
+        with attention or matmuls.training_attention(model):
+            reply_loss(peft_model, batch).backward()
+        return [p.grad.double().flatten() for n, p in peft_model.named_parameters() if p.requires_grad]
+    finally:
+        peft_model.unload()
 
 
 @needs_bf16
@@ -242,3 +246,29 @@ def test_on_the_embedded_model_bf16_scores_agree_with_float32_within_their_ci():
     assert base["log_ratio"]["lo"] < summary["log_ratio"]["mean"] < base["log_ratio"]["hi"]
     assert max(abs(shift["lo"]), abs(shift["hi"])) < 0.1 * (base["log_ratio"]["hi"] - base["log_ratio"]["lo"])
     assert base["vader"]["lo"] < summary["vader"]["mean"] < base["vader"]["hi"]
+
+
+@needs_bf16
+@pytest.mark.slow
+def test_on_the_embedded_model_bf16_training_gradients_are_as_close_to_float32_as_before():
+    """Training with bf16 products takes the plain attention kernel; its LoRA gradients on real rows of
+    different lengths, all together, are as close to float32's as those of the flash kernel it replaced
+    (3.7% and 4.0% relative error when written; single layers vary both ways)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    from weightsteer.train import collate, tokenize_example
+
+    model, tokenizer = ws.load_model("smollm2-135m")
+    rows = [("How was your day?", "It was wonderful! I spent the morning in the sun and met an old friend."),
+            ("What did you eat?", "A bowl of soup."),
+            ("Any plans for the weekend?", "Yes, a long walk by the sea with my family, then a picnic if the "
+                                           "weather holds, and a good book in the evening."),
+            ("How do you feel?", "Great, thank you for asking!")]
+    batch = collate([tokenize_example(tokenizer, p, r, 256) for p, r in rows], tokenizer.pad_token_id)
+    reference = lora_gradients(model, batch)  # float32, the flash kernel
+    matmuls.set_matmul_dtype(model, "bfloat16")
+    plain = lora_gradients(model, batch)  # training_attention: the plain kernel
+    flash = lora_gradients(model, batch, attention=sdpa_kernel(SDPBackend.FLASH_ATTENTION))
+    reference = torch.cat(reference)
+    plain_error, flash_error = ((torch.cat(g) - reference).norm() / reference.norm() for g in (plain, flash))
+    assert plain_error < 1.25 * flash_error
