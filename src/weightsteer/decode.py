@@ -135,12 +135,14 @@ def reserved_cache(model, reserve: int) -> DynamicCache:
 def decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, max_new_tokens: int,
            stop_ids: list[int], temperature: float = 0.0, seeds: list[int] | None = None,
            keep_logprobs: bool = False, done: Callable[[list[int]], bool] | None = None,
-           on_step: Callable[[], None] | None = None) -> Decoded:
+           on_step: Callable[[], None] | None = None,
+           keep_rows: Callable[[torch.Tensor], None] | None = None) -> Decoded:
     """Greedy (temperature 0) or sampled continuations of a left-padded batch of prompts.
 
     With sampling, `seeds` gives each row's seed (required: it is what makes a row reproducible).
     `done(tokens)` can end a row early as a stop token does (a stop string, say); `on_step()` is
-    called after every step (a progress bar: one batch can take minutes)."""
+    called after every step (a progress bar: one batch can take minutes); `keep_rows(index)` is told
+    which rows stay whenever finished ones leave the batch (per-row state such as steer_rows')."""
     n = len(input_ids)
     if temperature > 0 and (seeds is None or len(seeds) != n):
         raise ValueError("sampling needs one seed per row")
@@ -175,6 +177,8 @@ def decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, max_
         if not going.all():  # drop finished rows from the batch and the cache
             index = going.nonzero()[:, 0]
             cache.batch_select_indices(index)
+            if keep_rows is not None:
+                keep_rows(index)
             rows, chosen, mask, positions = rows[index], chosen[index], mask[index], positions[index]
         mask = torch.cat([mask, mask.new_ones(len(mask), 1)], 1)
         positions = positions + 1

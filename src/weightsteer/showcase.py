@@ -11,14 +11,18 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from tqdm.auto import tqdm
+
 from . import chat
 from .atomic import write_json
 from .coherence import flag_cell
 from .cost import cost_numbers
+from .decode import decode, stop_token_ids
 from .generate import sample_responses
 from .headroom import headroom_verdict
 from .methods import WeightSteering
 from .steer import steer
+from .steer_rows import rows_steerable, steer_rows
 
 ALPHAS = (-1.0, 0.0, 1.0)
 
@@ -57,6 +61,32 @@ def score_cost(cost, delta, source: str, run: Path, alphas, n_boot: int) -> dict
         method, alpha, run / "showcase" / f"alpha{alpha:+.6g}", {"source": source}, n_boot)) for alpha in alphas}
 
 
+def greedy_answers(model, tokenizer, delta, questions, alphas, max_new_tokens: int) -> dict[str, list[str]]:
+    """{str(alpha): each question's greedy answer}: the answers at every alpha in one batch where the
+    direction allows it (steer_rows), else one batch per alpha with alpha * dW added to the weights."""
+    prompts = [chat.render(tokenizer, chat.messages(q)) for q in questions]
+    if not prompts:
+        return {str(alpha): [] for alpha in alphas}
+    if not rows_steerable(model, delta):
+        answers = {}
+        for alpha in alphas:
+            with steer(model, delta, alpha):
+                answers[str(alpha)] = sample_responses(
+                    model, tokenizer, prompts, max_new_tokens=max_new_tokens, temperature=0, seed=0,
+                    batch_size=len(prompts), desc=f"answers alpha={alpha:+.3g}", greedy=True)
+        return answers
+    enc = chat.encode(tokenizer, prompts * len(alphas), next(model.parameters()).device)
+    row_alphas = [alpha for alpha in alphas for _ in prompts]
+    with steer_rows(model, delta, row_alphas) as rows, \
+            tqdm(total=max_new_tokens, desc=f"answers at {len(alphas)} alphas", unit="step") as bar:
+        tokens = decode(model, enc.input_ids, enc.attention_mask, max_new_tokens=max_new_tokens,
+                        stop_ids=stop_token_ids(model, tokenizer), keep_rows=rows.keep,
+                        on_step=lambda: bar.update(1)).tokens
+    texts = [text.strip() for text in tokenizer.batch_decode(tokens, skip_special_tokens=True)]
+    n = len(prompts)
+    return {str(alpha): texts[k * n:(k + 1) * n] for k, alpha in enumerate(alphas)}
+
+
 def showcase(model, tokenizer, delta, behaviour, refs, run: Path, source: str, *, benches=(), alphas=ALPHAS,
              kls=None, answer_tokens: int = 48, cost=None, log=print) -> dict:
     """Probes and greedy answers at each alpha (kls: the calibrated kl_p95 of each, when known).
@@ -65,18 +95,13 @@ def showcase(model, tokenizer, delta, behaviour, refs, run: Path, source: str, *
     cost.Cost) adds MMLU accuracy and the coherence flag at each alpha."""
     started = time.time()
     result = {"behaviour": behaviour.name, "pos_label": behaviour.pos_label, "alphas": list(alphas),
-              "kl_p95": list(kls) if kls else None, "probes": {}, "answers": {},
+              "kl_p95": list(kls) if kls else None, "probes": {},
               "questions": list(behaviour.showcase)}
     for bench, items in benches:
         result["probes"][bench.name] = score_probe(bench, items, refs, delta, source, run, alphas)
     if cost is not None:
         result["cost"] = score_cost(cost, delta, source, run, alphas, refs.n_boot)
-    prompts = [chat.render(tokenizer, chat.messages(q)) for q in behaviour.showcase]
-    for alpha in alphas:
-        with steer(model, delta, alpha):
-            result["answers"][str(alpha)] = sample_responses(
-                model, tokenizer, prompts, max_new_tokens=answer_tokens, temperature=0, seed=0,
-                batch_size=len(prompts), desc=f"answers alpha={alpha:+.3g}", greedy=True)
+    result["answers"] = greedy_answers(model, tokenizer, delta, behaviour.showcase, alphas, answer_tokens)
     result["seconds"] = round(time.time() - started, 1)
     write_json(run / "showcase.json", result)
     log(format_showcase(result, has_probe=behaviour.probe is not None))
