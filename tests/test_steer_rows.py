@@ -98,13 +98,17 @@ def test_answers_in_one_batch_equal_answers_one_alpha_at_a_time(model_tok):
     assert list(together) == [str(a) for a in ALPHAS] and len(set(map(tuple, together.values()))) == len(ALPHAS)
 
 
-def test_only_factored_directions_on_plain_linear_layers_are_batched(model_tok):
+def test_only_factored_directions_on_unshared_plain_linear_layers_are_batched(model_tok):
     model, _ = model_tok
     delta = random_direction(model)
     vocab, hidden = model.get_input_embeddings().weight.shape
     name = next(n for n, p in model.named_parameters() if p is model.get_input_embeddings().weight)
     on_the_embedding = WeightDelta({**delta.parts, name: LowRank(torch.ones(vocab, 1), torch.ones(1, hidden))})
     assert not rows_steerable(model, on_the_embedding)
+    tied = copy.deepcopy(model)
+    first, second = (layer.mlp.up_proj for layer in tied.model.layers[:2])
+    second.weight = first.weight  # one weight in two layers: a hook would steer only one of them
+    assert rows_steerable(tied, delta) is False
     with pytest.raises(ValueError, match="factored"):
         with steer_rows(model, on_the_embedding, [1.0]):
             pass
@@ -156,3 +160,4 @@ def test_on_the_embedded_model_with_bf16_products_rows_are_as_close_to_float32_a
         return float((reference.exp() * (reference - q)).sum(-1).mean())
 
     assert 0 < mean_kl(rows) < 1.5 * mean_kl(merged)
+

@@ -4,19 +4,22 @@ Weights hold one alpha at a time, so this leaves them alone and adds each row's 
 to the output of every linear layer a low-rank direction touches (a forward hook). The extra
 products cost 2k(in + out) per token at rank k, little beside the layer's own in * out, and a small
 model's decoding step on a CPU costs about as much for 9 rows as for 3: greedy answers at -alpha, 0
-and +alpha took 4.7 s in one batch against 12 s one alpha at a time (SmolLM2-135M, bf16 products,
-one thread). A dense direction would double every steered product, so it is not batched this way
-(`rows_steerable` says no and callers take one pass per alpha with `steer`).
+and +alpha took 5.6 s in one batch against 14.8 s one alpha at a time (mood's three questions,
+SmolLM2-135M, bf16 products, one thread; docs/performance.md). A dense direction would double
+every steered product, so it is not batched this way (`rows_steerable` says no and callers take one
+pass per alpha with `steer`).
 
 (W + a B A) x = W x + a B (A x), so each row is the merged model's up to rounding: in float32 the
 greedy answers are the same tokens as `steer`'s (test_steer_rows, and on the embedded model). With
-bf16 products greedy text is as sensitive to rounding as to the batch's size: the same alpha-0
-answers differ from token 14 between a batch of 3 and one of 9.
+bf16 products both ways round differently from float32 and equally far from it; greedy text is as
+sensitive to that as to the batch's size (the alpha-0 answers, where the hooks add exactly zero,
+differ from token 14 on between a batch of 3 and one of 9).
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections import Counter
 from collections.abc import Iterator, Sequence
 
 import torch
@@ -27,21 +30,24 @@ from .steer import check_alpha
 
 
 def _steered_linears(model, delta: WeightDelta) -> dict[str, torch.nn.Linear] | None:
-    """The linear layer of each part of a factored direction, or None if a part is dense or is not
-    the weight of a plain linear layer (a hook on another kind of module could not add B @ A x)."""
+    """The linear layer of each part of a factored direction, or None if a part is dense, is not the
+    weight of a plain linear layer (a hook on another kind of module could not add B @ A x), or is a
+    weight other modules share (tied: merging moves them all, a hook only this layer's output)."""
     modules = dict(model.named_modules())
+    holders = Counter(id(p) for _, p in model.named_parameters(remove_duplicate=False))
     layers = {}
     for name, part in delta.parts.items():
         module_name, _, leaf = name.rpartition(".")
         layer = modules.get(module_name)
-        if not isinstance(part, LowRank) or leaf != "weight" or type(layer) is not torch.nn.Linear:
+        if (not isinstance(part, LowRank) or leaf != "weight" or type(layer) is not torch.nn.Linear
+                or holders[id(layer.weight)] > 1):
             return None
         layers[name] = layer
     return layers
 
 
 def rows_steerable(model, delta: WeightDelta) -> bool:
-    """Whether `steer_rows` can run this direction (a factored one, on plain linear layers only)."""
+    """Whether `steer_rows` can run this direction (a factored one, on unshared plain linear layers)."""
     return _steered_linears(model, delta) is not None
 
 
@@ -63,7 +69,7 @@ def steer_rows(model, delta: WeightDelta, alphas: Sequence[float]) -> Iterator[R
     delta.check_fits(model)
     layers = _steered_linears(model, delta)
     if layers is None:
-        raise ValueError("steer_rows needs a factored direction on plain linear layers; use steer per alpha")
+        raise ValueError("steer_rows needs a factored direction on unshared plain linear layers; use steer per alpha")
     device = next(model.parameters()).device
     rows = RowAlphas(alphas, device)
 
