@@ -51,7 +51,26 @@ def main() -> None:
     print(f"load average {load} at the start, {load_average()} at the end")
     print(f"CPU time {b['cpu']:.1f} s -> {a['cpu']:.1f} s ({b['cpu'] / a['cpu']:.2f}x); "
           f"wall time {b['wall']:.0f} s -> {a['wall']:.0f} s ({b['wall'] / a['wall']:.2f}x)")
-    print(f"same answers: {b['answers'] == a['answers']}; same probe numbers: {b['probes'] == a['probes']}")
+    gap = largest_difference(b["probes"], a["probes"])
+    print(f"same answers: {b['answers'] == a['answers']}; same probe numbers: {b['probes'] == a['probes']}"
+          + ("" if gap is None else f" (largest difference {gap:.2g}; the structure differs)" if gap == float("inf")
+             else f" (largest difference {gap:.2g})"))
+
+
+def largest_difference(x, y) -> float | None:
+    """The largest |difference| between the numbers of two equally shaped JSON values; None when they are
+    equal, infinity when their shapes or non-numbers differ."""
+    if x == y:
+        return None
+    if isinstance(x, dict) and isinstance(y, dict) and x.keys() == y.keys():
+        gaps = [largest_difference(x[k], y[k]) for k in x]
+    elif isinstance(x, list) and isinstance(y, list) and len(x) == len(y):
+        gaps = [largest_difference(u, v) for u, v in zip(x, y, strict=True)]
+    elif isinstance(x, int | float) and isinstance(y, int | float):
+        return abs(x - y)
+    else:
+        return float("inf")
+    return max((g for g in gaps if g is not None), default=None)
 
 
 if __name__ == "__main__":

@@ -11,9 +11,9 @@ if [ -f ../shared/data/mmlu/test.jsonl ]; then mmlu=(--mmlu-dir ../shared/data/m
 # float32 (docs/performance.md). Pass --matmul-dtype float32 to run everything in float32.
 args=(--adapter lora --max-new-tokens 64 --target-kl 1 --matmul-dtype auto "${mmlu[@]}" "$@")
 
-# The two behaviours run side by side, each on half of the cores: on two idle cores that took 4:19 and 4:20
-# in two runs of this code; one after the other on two threads each, an earlier version took 7:01 against
-# 4:52 side by side (docs/performance.md).
+# The two behaviours run side by side, each on half of the cores: on two idle cores that took 4:19-4:58
+# (docs/results.md); one after the other on two threads each, an earlier version took 7:01 against 4:52
+# side by side (docs/performance.md).
 # mood prints as it goes; honesty's progress goes to a log, and its table follows mood's.
 if [ -z "${OMP_NUM_THREADS:-}" ]; then
   cores=$(nproc)
