@@ -11,6 +11,7 @@ are the same.
 from __future__ import annotations
 
 import argparse
+import math
 import tempfile
 from pathlib import Path
 
@@ -52,9 +53,10 @@ def main() -> None:
     print(f"CPU time {b['cpu']:.1f} s -> {a['cpu']:.1f} s ({b['cpu'] / a['cpu']:.2f}x); "
           f"wall time {b['wall']:.0f} s -> {a['wall']:.0f} s ({b['wall'] / a['wall']:.2f}x)")
     gap = largest_difference(b["probes"], a["probes"])
-    print(f"same answers: {b['answers'] == a['answers']}; same probe numbers: {b['probes'] == a['probes']}"
-          + ("" if gap is None else f" (largest difference {gap:.2g}; the structure differs)" if gap == float("inf")
-             else f" (largest difference {gap:.2g})"))
+    note = ""
+    if gap is not None:
+        note = f" (largest difference {gap:.2g})" if math.isfinite(gap) else " (their structure differs)"
+    print(f"same answers: {b['answers'] == a['answers']}; same probe numbers: {gap is None}{note}")
 
 
 def largest_difference(x, y) -> float | None:

@@ -26,7 +26,7 @@ def sampling_plan(behaviour: Behaviour, n_personas: int, n_samples: int, n_quest
 
 
 def sample_responses(model, tokenizer, prompts: list[str], *, max_new_tokens: int, temperature: float,
-                     seed: int, batch_size: int, desc: str = "generate", greedy: bool = False) -> list[str]:
+                     seed: int, batch_size: int, desc: str = "generate") -> list[str]:
     """One response per rendered prompt, in batches; prompt k is sampled with seed + k, so its
     response does not depend on the batch size or on the other prompts."""
     device = next(model.parameters()).device
@@ -36,9 +36,9 @@ def sample_responses(model, tokenizer, prompts: list[str], *, max_new_tokens: in
     bar = tqdm(total=n_batches * max_new_tokens, desc=desc, unit="step")  # decoding steps, batch after batch
     for number, start in enumerate(range(0, len(prompts), batch_size)):
         batch = chat.encode(tokenizer, prompts[start:start + batch_size], device)
-        seeds = None if greedy else [seed + start + j for j in range(len(batch["input_ids"]))]
+        seeds = [seed + start + j for j in range(len(batch["input_ids"]))]
         new = decode(model, batch["input_ids"], batch["attention_mask"], max_new_tokens=max_new_tokens,
-                     stop_ids=stops, temperature=0.0 if greedy else temperature, seeds=seeds,
+                     stop_ids=stops, temperature=temperature, seeds=seeds,
                      on_step=lambda: bar.update(1)).tokens
         out += [t.strip() for t in tokenizer.batch_decode(new, skip_special_tokens=True)]
         bar.update((number + 1) * max_new_tokens - bar.n)  # a batch whose rows all stopped early

@@ -18,7 +18,6 @@ from .atomic import write_json
 from .coherence import flag_cell
 from .cost import cost_numbers
 from .decode import decode, stop_token_ids
-from .generate import sample_responses
 from .headroom import headroom_verdict
 from .methods import WeightSteering
 from .steer import steer
@@ -65,24 +64,23 @@ def greedy_answers(model, tokenizer, delta, questions, alphas, max_new_tokens: i
     """{str(alpha): each question's greedy answer}: the answers at every alpha in one batch where the
     direction allows it (steer_rows), else one batch per alpha with alpha * dW added to the weights."""
     prompts = [chat.render(tokenizer, chat.messages(q)) for q in questions]
-    if not prompts:
-        return {str(alpha): [] for alpha in alphas}
+    stops = stop_token_ids(model, tokenizer)
+
+    def answer(batch: list[str], desc: str, keep_rows=None) -> list[str]:
+        enc = chat.encode(tokenizer, batch, next(model.parameters()).device)
+        with tqdm(total=max_new_tokens, desc=desc, unit="step") as bar:
+            tokens = decode(model, enc.input_ids, enc.attention_mask, max_new_tokens=max_new_tokens,
+                            stop_ids=stops, keep_rows=keep_rows, on_step=lambda: bar.update(1)).tokens
+        return [text.strip() for text in tokenizer.batch_decode(tokens, skip_special_tokens=True)]
+
     if not rows_steerable(model, delta):
         answers = {}
         for alpha in alphas:
             with steer(model, delta, alpha):
-                answers[str(alpha)] = sample_responses(
-                    model, tokenizer, prompts, max_new_tokens=max_new_tokens, temperature=0, seed=0,
-                    batch_size=len(prompts), desc=f"answers alpha={alpha:+.3g}", greedy=True)
+                answers[str(alpha)] = answer(prompts, f"answers alpha={alpha:+.3g}")
         return answers
-    enc = chat.encode(tokenizer, prompts * len(alphas), next(model.parameters()).device)
-    row_alphas = [alpha for alpha in alphas for _ in prompts]
-    with steer_rows(model, delta, row_alphas) as rows, \
-            tqdm(total=max_new_tokens, desc=f"answers at {len(alphas)} alphas", unit="step") as bar:
-        tokens = decode(model, enc.input_ids, enc.attention_mask, max_new_tokens=max_new_tokens,
-                        stop_ids=stop_token_ids(model, tokenizer), keep_rows=rows.keep,
-                        on_step=lambda: bar.update(1)).tokens
-    texts = [text.strip() for text in tokenizer.batch_decode(tokens, skip_special_tokens=True)]
+    with steer_rows(model, delta, [alpha for alpha in alphas for _ in prompts]) as rows:
+        texts = answer(prompts * len(alphas), f"answers at {len(alphas)} alphas", rows.keep)
     n = len(prompts)
     return {str(alpha): texts[k * n:(k + 1) * n] for k, alpha in enumerate(alphas)}
 
